@@ -1,0 +1,132 @@
+"""Plain data that flows through the pipeline: a secret to write, and what became of it."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+MASK = "***"
+
+
+class SecretValue:
+    """A secret value that masks itself everywhere it could be printed.
+
+    ``repr``, ``str`` and ``format`` all give ``***``; only :meth:`reveal` gives the text, and only
+    the HTTP client calls it, to build a request body.
+    """
+
+    __slots__ = ("_text",)
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def reveal(self) -> str:
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"SecretValue({MASK!r})"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __format__(self, spec: str) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretValue) and other._text == self._text
+
+    def __hash__(self) -> int:
+        return hash(self._text)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a SecretValue is not pickled, so it cannot leak through pickle")
+
+    def __len__(self) -> int:
+        return len(self._text)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretSpec:
+    """One secret to write to one account, as the manifest asked for it."""
+
+    account: str
+    key_name: str
+    secret_id: str
+    value: SecretValue
+    location: str  # "file:line", where the manifest asked for it
+    source: str = "value"  # where the value came from: "value", "env:VAR", "file:PATH"
+
+
+class Action(enum.StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    SKIP = "skip"
+    DELETE = "delete"
+
+
+class Status(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    NOT_ATTEMPTED = "not_attempted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    """What became of one secret. Holds no value, by construction."""
+
+    account: str
+    key_name: str
+    secret_id: str
+    location: str
+    action: Action
+    status: Status
+    http_status: int | None = None
+    attempts: int = 0
+    error: str | None = None
+
+    @classmethod
+    def of(cls, spec: SecretSpec, **fields: Any) -> Result:
+        return cls(
+            account=spec.account,
+            key_name=spec.key_name,
+            secret_id=spec.secret_id,
+            location=spec.location,
+            **fields,
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        """The report's fields, in the report's spelling."""
+        return {
+            "account": self.account,
+            "keyName": self.key_name,
+            "secretId": self.secret_id,
+            "location": self.location,
+            "action": self.action.value,
+            "status": self.status.value,
+            "httpStatus": self.http_status,
+            "attempts": self.attempts,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """API keys: one per account where given, else the default one."""
+
+    default: SecretValue | None
+    per_account: dict[str, SecretValue] | None = None
+
+    def for_account(self, account: str) -> SecretValue | None:
+        if self.per_account and account in self.per_account:
+            return self.per_account[account]
+        return self.default
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingSecret:
+    """A secret as the list call shows it: never with its value."""
+
+    secret_id: str
+    key_name: str

@@ -1,0 +1,185 @@
+"""Results out: a running summary, and reports in JSON, JSONL or CSV written as results arrive.
+
+Reports write an allow-list of fields (:meth:`Result.to_record`); no value ever reaches them.
+
+- JSON: ``{"summary": {...}, "results": [...]}``. Results stream to ``PATH.partial`` and the
+  final file replaces it atomically when the run ends.
+- JSONL: one result per line, flushed as it arrives, so a killed run leaves every finished
+  result on disk; the last line is ``{"summary": {...}}``.
+- CSV: a header, then one row per result.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from .errors import UsageError
+from .models import Result, Status
+
+FIELDS = (
+    "account",
+    "keyName",
+    "secretId",
+    "location",
+    "action",
+    "status",
+    "httpStatus",
+    "attempts",
+    "error",
+)
+
+
+@dataclass
+class Summary:
+    """Counts of a run, kept as results arrive: its size does not grow with the manifest."""
+
+    by_status: Counter[str] = field(default_factory=Counter)
+    by_action: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+    aborted: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    def add(self, result: Result) -> None:
+        self.by_status[result.status.value] += 1
+        if result.status is not Status.NOT_ATTEMPTED:
+            self.by_action[result.action.value] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+    def count(self, status: Status) -> int:
+        return self.by_status[status.value]
+
+    @property
+    def all_succeeded(self) -> bool:
+        """True when nothing failed and nothing was left undone."""
+        return not (self.aborted or self.count(Status.FAILED) or self.count(Status.NOT_ATTEMPTED))
+
+    @property
+    def retries(self) -> int:
+        attempted = self.total - self.count(Status.NOT_ATTEMPTED) - self.count(Status.SKIPPED)
+        return max(0, self.requests - attempted)
+
+    @property
+    def duration(self) -> float:
+        end = time.monotonic() if self.finished is None else self.finished
+        return end - self.started
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            **{status.value: self.count(status) for status in Status},
+            "byAction": dict(sorted(self.by_action.items())),
+            "requests": self.requests,
+            "retries": self.retries,
+            "durationSeconds": round(self.duration, 3),
+            "aborted": self.aborted,
+        }
+
+    def line(self) -> str:
+        """The one-line summary for stderr."""
+        parts = ", ".join(
+            f"{self.count(status)} {status.value.replace('_', ' ')}" for status in Status
+        )
+        text = (
+            f"{self.total} secrets: {parts} "
+            f"({self.requests} requests, {self.retries} retries, {self.duration:.2f}s)"
+        )
+        if self.aborted:
+            text += f"; aborted: {self.aborted}"
+        return text
+
+
+class ReportSink(Protocol):
+    def write(self, result: Result) -> None: ...
+
+    def finish(self, summary: Summary) -> None: ...
+
+
+class NullReport:
+    """Where results go when no report was asked for."""
+
+    def write(self, result: Result) -> None:
+        pass
+
+    def finish(self, summary: Summary) -> None:
+        pass
+
+
+class JsonReport:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._partial = path.with_name(path.name + ".partial")
+        self._file: IO[str] = self._partial.open("w", encoding="utf-8")
+        self._first = True
+
+    def write(self, result: Result) -> None:
+        separator = "\n" if self._first else ",\n"
+        self._first = False
+        self._file.write(separator + json.dumps(result.to_record()))
+
+    def finish(self, summary: Summary) -> None:
+        self._file.close()
+        final = self._path.with_name(self._path.name + ".tmp")
+        with final.open("w", encoding="utf-8") as out, self._partial.open(encoding="utf-8") as src:
+            out.write('{"summary": ' + json.dumps(summary.to_record()) + ',\n"results": [')
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+            out.write("\n]}\n")
+        os.replace(final, self._path)
+        self._partial.unlink()
+
+
+class JsonlReport:
+    def __init__(self, path: Path) -> None:
+        self._file: IO[str] = path.open("w", encoding="utf-8")
+
+    def write(self, result: Result) -> None:
+        self._file.write(json.dumps(result.to_record()) + "\n")
+        self._file.flush()
+
+    def finish(self, summary: Summary) -> None:
+        self._file.write(json.dumps({"summary": summary.to_record()}) + "\n")
+        self._file.close()
+
+
+class CsvReport:
+    def __init__(self, path: Path) -> None:
+        self._file: IO[str] = path.open("w", encoding="utf-8", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=FIELDS)
+        self._writer.writeheader()
+
+    def write(self, result: Result) -> None:
+        self._writer.writerow(result.to_record())
+
+    def finish(self, summary: Summary) -> None:
+        self._file.close()
+
+
+_BY_SUFFIX: dict[str, type[JsonReport | JsonlReport | CsvReport]] = {
+    ".json": JsonReport,
+    ".jsonl": JsonlReport,
+    ".csv": CsvReport,
+}
+
+
+def open_report(path: Path | None) -> ReportSink:
+    """A report writer chosen by the file's suffix (.json, .jsonl or .csv)."""
+    if path is None:
+        return NullReport()
+    kind = _BY_SUFFIX.get(path.suffix.lower())
+    if kind is None:
+        raise UsageError(f"report {path}: use a .json, .jsonl or .csv file name")
+    try:
+        return kind(path)
+    except OSError as exc:
+        raise UsageError(f"report {path}: cannot write it: {exc.strerror}") from exc

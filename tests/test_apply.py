@@ -1,0 +1,193 @@
+"""The real runner and client against the emulator over loopback sockets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bulk_secrets.emulator import EmulatorConfig, Faults, running_emulator
+from bulk_secrets.models import Status
+from bulk_secrets.options import OnExisting, RetryOptions
+from bulk_secrets.report import open_report
+from bulk_secrets.runner import apply_secrets
+
+from .helpers import ACCOUNT, API_KEY, CANARY, credentials, options, specs, value_for
+
+pytestmark = pytest.mark.anyio
+
+KEYS = EmulatorConfig(keys={API_KEY: None})
+# Rate limits without Retry-After need waits long enough for the bucket to refill.
+PATIENT = RetryOptions(retries=10, backoff_initial=0.01, backoff_max=0.2)
+
+
+def _config(**faults: object) -> EmulatorConfig:
+    return EmulatorConfig(keys={API_KEY: None}, faults=Faults(seed=7, **faults))  # type: ignore[arg-type]
+
+
+def _load(report: Path) -> dict[str, object]:
+    text = report.read_text(encoding="utf-8")
+    assert CANARY not in text
+    data: dict[str, object] = json.loads(text)
+    return data
+
+
+async def test_thousand_secrets_each_written_once_over_few_connections(tmp_path: Path) -> None:
+    wanted = specs(1000)
+    async with running_emulator(KEYS) as server:
+        report = tmp_path / "report.json"
+        summary = await apply_secrets(
+            wanted,
+            credentials=credentials(),
+            options=options(server.base_url, concurrency=32),
+            report=open_report(report),
+        )
+        stored = server.secrets(ACCOUNT)
+        assert summary.count(Status.SUCCEEDED) == 1000
+        assert summary.all_succeeded
+        assert {sid: v for sid, (_, v) in stored.items()} == {
+            s.secret_id: s.value.reveal() for s in wanted
+        }
+        assert server.stats.count(method="POST") == 1000
+        assert server.stats.writes == 1000
+        assert server.stats.connections <= 32 + 4
+        assert server.stats.peak_in_flight <= 32
+    data = _load(report)
+    results = data["results"]
+    assert isinstance(results, list)
+    assert len(results) == 1000
+    assert {r["secretId"] for r in results} == {s.secret_id for s in wanted}
+    assert all(r["status"] == "succeeded" and r["action"] == "create" for r in results)
+    assert data["summary"] == {**data["summary"], "total": 1000, "succeeded": 1000}  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        pytest.param({"error_rate": 0.2}, id="5xx"),
+        pytest.param({"drop_rate": 0.2}, id="dropped-connections"),
+        pytest.param({"write_then_fail_rate": 0.2}, id="write-then-fail"),
+        pytest.param({"rate_limit": 400.0, "burst": 20, "retry_after": False}, id="429"),
+        pytest.param(
+            {"error_rate": 0.15, "drop_rate": 0.15, "write_then_fail_rate": 0.15}, id="all"
+        ),
+    ],
+)
+async def test_converges_under_faults(tmp_path: Path, faults: dict[str, object]) -> None:
+    wanted = specs(300)
+    async with running_emulator(_config(**faults)) as server:
+        report = tmp_path / "report.json"
+        summary = await apply_secrets(
+            wanted,
+            credentials=credentials(),
+            options=options(server.base_url, retry=PATIENT),
+            report=open_report(report),
+        )
+        stored = server.secrets(ACCOUNT)
+    assert summary.all_succeeded, summary.line()
+    assert {sid: v for sid, (_, v) in stored.items()} == {
+        s.secret_id: s.value.reveal() for s in wanted
+    }
+    results = _load(report)["results"]
+    assert isinstance(results, list)
+    assert sorted(r["secretId"] for r in results) == sorted(stored)
+    assert summary.retries > 0  # the faults were really met
+
+
+async def test_429_with_retry_after_is_honoured(tmp_path: Path) -> None:
+    wanted = specs(12)
+    async with running_emulator(_config(rate_limit=10.0, burst=10)) as server:
+        summary = await apply_secrets(
+            wanted, credentials=credentials(), options=options(server.base_url, concurrency=12)
+        )
+        assert server.stats.count(status=429) >= 1
+        assert summary.all_succeeded
+        assert len(server.secrets(ACCOUNT)) == 12
+
+
+async def test_existing_secret_is_updated(tmp_path: Path) -> None:
+    wanted = specs(10)
+    async with running_emulator(KEYS) as server:
+        server.put(ACCOUNT, wanted[3].secret_id, wanted[3].key_name, "old")
+        report = tmp_path / "report.jsonl"
+        summary = await apply_secrets(
+            wanted,
+            credentials=credentials(),
+            options=options(server.base_url),
+            report=open_report(report),
+        )
+        assert server.secrets(ACCOUNT)[wanted[3].secret_id][1] == value_for(3)
+        assert server.stats.count(method="PATCH") == 1
+    assert summary.by_action == {"create": 9, "update": 1}
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    assert lines[-1]["summary"]["succeeded"] == 10
+    updated = [r for r in lines[:-1] if r["action"] == "update"]
+    assert [(r["secretId"], r["attempts"]) for r in updated] == [(wanted[3].secret_id, 2)]
+
+
+@pytest.mark.parametrize(
+    ("policy", "status", "writes"),
+    [(OnExisting.SKIP, Status.SKIPPED, 10), (OnExisting.FAIL, Status.FAILED, 10)],
+)
+async def test_existing_secret_is_skipped_or_failed_on_request(
+    policy: OnExisting, status: Status, writes: int
+) -> None:
+    wanted = specs(10)
+    async with running_emulator(KEYS) as server:
+        server.put(ACCOUNT, wanted[0].secret_id, wanted[0].key_name, "old")
+        summary = await apply_secrets(
+            wanted,
+            credentials=credentials(),
+            options=options(server.base_url, on_existing=policy),
+        )
+        assert server.secrets(ACCOUNT)[wanted[0].secret_id][1] == "old"
+        assert server.stats.count(method="PATCH") == 0
+    assert summary.count(status) == 1
+    assert summary.count(Status.SUCCEEDED) == 9
+
+
+async def test_bad_key_aborts_and_leaves_the_rest_not_attempted(tmp_path: Path) -> None:
+    wanted = specs(200)
+    async with running_emulator(KEYS) as server:
+        report = tmp_path / "report.json"
+        summary = await apply_secrets(
+            wanted,
+            credentials=credentials("wrong-key"),
+            options=options(server.base_url, concurrency=4),
+            report=open_report(report),
+        )
+        assert server.stats.count(status=401) <= 4
+        assert server.secrets(ACCOUNT) == {}
+    assert summary.aborted is not None and "401" in summary.aborted
+    failed, skipped = summary.count(Status.FAILED), summary.count(Status.NOT_ATTEMPTED)
+    assert 1 <= failed <= 4
+    assert failed + skipped == 200
+    results = _load(report)["results"]
+    assert isinstance(results, list)
+    assert len(results) == 200
+    assert all(r["error"] for r in results)
+
+
+async def test_refused_account_stops_only_that_account() -> None:
+    wanted = specs(30, "acct-ok") + specs(30, "acct-no")
+    config = EmulatorConfig(keys={API_KEY: frozenset({"acct-ok"})})
+    async with running_emulator(config) as server:
+        summary = await apply_secrets(
+            wanted, credentials=credentials(), options=options(server.base_url, concurrency=4)
+        )
+        assert len(server.secrets("acct-ok")) == 30
+        assert server.stats.count(status=403) <= 4
+    assert summary.aborted is None
+    assert summary.count(Status.SUCCEEDED) == 30
+    assert summary.count(Status.FAILED) + summary.count(Status.NOT_ATTEMPTED) == 30
+
+
+async def test_unreachable_server_fails_each_secret_with_a_reason() -> None:
+    async with running_emulator(KEYS) as server:
+        base_url = server.base_url  # closed on exit: nothing listens there any more
+    summary = await apply_secrets(
+        specs(5), credentials=credentials(), options=options(base_url, concurrency=2)
+    )
+    assert summary.count(Status.FAILED) == 5
+    assert summary.requests == 5 * 9
