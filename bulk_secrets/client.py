@@ -22,6 +22,8 @@ from .models import MASK, Credentials, ExistingSecret, SecretSpec
 
 LIST_PAGE_SIZE = 200
 _MESSAGE_LIMIT = 300
+_RAW_LIMIT = 4096  # of a server's error body, read before scrubbing
+_QUOTE_WINDOW = 6
 _JSON = {"Content-Type": "application/json"}
 
 _REJECTIONS: Mapping[int, type[errors.RequestRejected]] = {
@@ -218,22 +220,40 @@ def _server_message(raw: bytes, secret: str | None) -> str:
         message = nested.get("message")
     if not isinstance(message, str) or not message:
         message = raw.decode("utf-8", "replace").strip() or "(empty body)"
-    message = _scrub(message, secret)
+    message = _scrub(message[:_RAW_LIMIT], secret)
     if len(message) > _MESSAGE_LIMIT:
         message = message[:_MESSAGE_LIMIT] + "..."
     return message
 
 
 def _scrub(text: str, secret: str | None) -> str:
-    """Mask the value, raw or JSON-escaped, wherever the server echoed it."""
+    """Mask every run of the text that quotes the value, raw or JSON-escaped, even in part.
+
+    A run counts when it shares ``_QUOTE_WINDOW`` characters in a row with the value (or all of
+    a shorter value). This masks too much rather than too little.
+    """
     if not secret:
         return text
+    covered = bytearray(len(text))
     for form in {secret, json.dumps(secret)[1:-1]}:
-        if form in text:
-            if len(form) < 4:
-                return "(server message withheld: it may contain the value)"
-            text = text.replace(form, MASK)
-    return text
+        if len(form) < _QUOTE_WINDOW:
+            start = text.find(form)
+            while start != -1:
+                covered[start : start + len(form)] = b"\x01" * len(form)
+                start = text.find(form, start + 1)
+            continue
+        for i in range(len(text) - _QUOTE_WINDOW + 1):
+            if text[i : i + _QUOTE_WINDOW] in form:
+                covered[i : i + _QUOTE_WINDOW] = b"\x01" * _QUOTE_WINDOW
+    if not any(covered):
+        return text
+    pieces: list[str] = []
+    for i, char in enumerate(text):
+        if not covered[i]:
+            pieces.append(char)
+        elif i == 0 or not covered[i - 1]:
+            pieces.append(MASK)
+    return "".join(pieces)
 
 
 def _id_of(name: object) -> str:

@@ -38,7 +38,6 @@ import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
@@ -207,11 +206,8 @@ class Emulator:
             raise
         self._runner = runner
         bound_host, bound_port = runner.addresses[0][:2]
-        self.base_url = (
-            f"http://[{bound_host}]:{bound_port}"
-            if ":" in bound_host
-            else (f"http://{bound_host}:{bound_port}")
-        )
+        url_host = f"[{bound_host}]" if ":" in bound_host else bound_host  # IPv6 in brackets
+        self.base_url = f"http://{url_host}:{bound_port}"
         return self.base_url
 
     async def close(self) -> None:
@@ -223,12 +219,7 @@ class Emulator:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     def secrets(self, account: str) -> dict[str, tuple[str, str]]:

@@ -81,7 +81,8 @@ class _Collector:
     def warn(self, line: int | None, message: str) -> None:
         self.manifest.warnings.append(Problem(self.path, line, message, warning=True))
 
-    def add(self, line: int, key_name: str, value: str) -> None:
+    def add(self, line: int, key_name: str, value: str | None) -> None:
+        """Check an entry's name and id; keep it when its value (None: unusable) is fine too."""
         problem = key_name_problem(key_name)
         if problem:
             self.error(line, problem)
@@ -99,6 +100,8 @@ class _Collector:
             )
             return
         self._ids[secret_id] = location
+        if value is None:
+            return
         if value == "":
             self.warn(line, f"{key_name} has an empty value")
         self.manifest.entries.append(Entry(key_name, secret_id, SecretValue(value), location))
@@ -214,9 +217,9 @@ def _parse_yaml_entry(node: yaml.Node, out: _Collector) -> None:
     for required in _ENTRY_FIELDS:
         if required not in fields:
             out.error(line, f"entry has no {required}")
-    key_name, value = fields.get("keyName"), fields.get("value")
-    if key_name is not None and value is not None:
-        out.add(line, key_name, value)
+    key_name = fields.get("keyName")
+    if key_name is not None:
+        out.add(line, key_name, fields.get("value"))
 
 
 def _parse_csv(text: str, out: _Collector) -> None:

@@ -1,0 +1,168 @@
+"""The real CLI, as a separate process, against the emulator over loopback sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.abc import Process
+
+from bulk_secrets.emulator import EmulatorConfig, Faults, running_emulator
+
+from .helpers import ACCOUNT, API_KEY, CANARY, write_yaml_manifest
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(api_key: str | None = API_KEY) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
+    if api_key is not None:
+        env["FIREWORKS_API_KEY"] = api_key
+    return env
+
+
+async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = await anyio.run_process(
+        [sys.executable, "-m", "bulk_secrets", *args],
+        check=False,
+        env=_env() if env is None else env,
+        cwd=ROOT,
+    )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def test_sandbox_applies_the_example_manifest(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    code, out, err = await _cli(
+        "apply", "manifests/example.yaml", "--sandbox", "--report", str(report), env=_env(None)
+    )
+    assert code == 0, err
+    assert "sandbox" in err
+    assert "4 succeeded" in err
+    data = json.loads(report.read_text())
+    assert data["summary"]["succeeded"] == 4
+    for value in ("sk-example-0000000000000000", "EXAMPLE-APPID", "evaluator:example"):
+        assert value not in out + err + report.read_text()
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".csv"])
+async def test_canary_values_never_reach_any_output(tmp_path: Path, suffix: str) -> None:
+    manifest = write_yaml_manifest(tmp_path / "m.yaml", 200)
+    report = tmp_path / f"report{suffix}"
+    faults = Faults(seed=3, error_rate=0.1, drop_rate=0.1, write_then_fail_rate=0.1)
+    async with running_emulator(EmulatorConfig(keys={API_KEY: None}, faults=faults)) as server:
+        server.put(ACCOUNT, "secret-00007", "SECRET_00007", "old")
+        code, out, err = await _cli(
+            "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url,
+            "--retries", "0", "--report", str(report),
+        )  # fmt: skip
+    assert code == 1  # with no retries some secrets fail: their errors are printed too
+    text = report.read_text()
+    assert "failed" in text
+    for output in (out, err, text):
+        assert CANARY not in output
+        assert "line2" not in output
+
+
+async def test_exit_0_when_all_succeed_and_1_when_one_fails(tmp_path: Path) -> None:
+    manifest = write_yaml_manifest(tmp_path / "m.yaml", 20)
+    async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
+        base = ("apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url)
+        code, _, err = await _cli(*base)
+        assert code == 0, err
+        code, _, err = await _cli(*base, "--on-existing", "fail")
+        assert code == 1
+        assert "20 failed" in err
+        code, _, err = await _cli(*base, "--on-existing", "skip")
+        assert code == 0, err
+        assert "20 skipped" in err
+
+
+async def test_bad_key_exits_3(tmp_path: Path) -> None:
+    manifest = write_yaml_manifest(tmp_path / "m.yaml", 50)
+    report = tmp_path / "r.json"
+    async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
+        code, _, err = await _cli(
+            "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url,
+            "--concurrency", "2", "--report", str(report), env=_env("wrong-key"),
+        )  # fmt: skip
+    assert code == 3
+    assert "401" in err
+    summary = json.loads(report.read_text())["summary"]
+    assert summary["total"] == 50
+    assert summary["not_attempted"] >= 48
+
+
+async def test_broken_manifest_exits_2_and_sends_nothing(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "secrets:\n  - keyName: GOOD\n    value: ok\n  - keyName: 9BAD\n    value: x\n"
+        "  - keyName: ALSO_GOOD\n    value: 0123\n  - keyName: LAST\n    valeu: x\n"
+    )
+    async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
+        code, _, err = await _cli(
+            "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url
+        )
+        assert server.stats.count() == 0
+    assert code == 2
+    assert f"{manifest}:4" in err  # 9BAD
+    assert f"{manifest}:7" in err  # 0123 is an int to YAML
+    assert f"{manifest}:8" in err  # no value
+    assert f"{manifest}:9" in err  # valeu: did you mean value?
+    assert "'value'" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (("--account", ACCOUNT), _env(None), "FIREWORKS_API_KEY"),
+        ((), _env(), "no target account"),
+        (("--account", ACCOUNT, "--concurrency", "0"), _env(), "concurrency must be > 0"),
+        (("--account", ACCOUNT, "--report", "r.txt"), _env(), ".json, .jsonl or .csv"),
+        (("--bogus",), _env(), "unrecognized arguments"),
+    ],
+)
+async def test_usage_errors_exit_2(args: tuple[str, ...], env: dict[str, str], message: str) -> None:
+    code, _, err = await _cli("apply", "manifests/example.yaml", *args, env=env)
+    assert code == 2
+    assert message in err
+
+
+async def _read_until(process: Process, marker: str) -> str:
+    assert process.stderr is not None
+    seen = ""
+    async for chunk in process.stderr:
+        seen += chunk.decode()
+        if marker in seen:
+            return seen
+    raise AssertionError(f"{marker!r} never appeared in stderr: {seen}")
+
+
+async def test_interrupt_exits_130_with_every_secret_in_the_report(tmp_path: Path) -> None:
+    manifest = write_yaml_manifest(tmp_path / "m.yaml", 100)
+    report = tmp_path / "r.json"
+    config = EmulatorConfig(keys={API_KEY: None}, faults=Faults(latency=60.0))
+    async with running_emulator(config) as server:
+        process = await anyio.open_process(
+            [sys.executable, "-m", "bulk_secrets", "apply", str(manifest), "--account", ACCOUNT,
+             "--base-url", server.base_url, "--concurrency", "4", "--report", str(report)],
+            env=_env(),
+            cwd=ROOT,
+        )  # fmt: skip
+        async with process:
+            await _read_until(process, "applying 100 secrets")
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(30):
+                code = await process.wait()
+    assert code == 130
+    data = json.loads(report.read_text())
+    assert data["summary"]["total"] == 100
+    assert len(data["results"]) == 100
+    assert {r["status"] for r in data["results"]} <= {"failed", "not_attempted"}

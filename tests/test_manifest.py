@@ -1,0 +1,65 @@
+"""Manifest parsing: exact values, and every problem reported with its file:line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bulk_secrets.errors import ManifestError
+from bulk_secrets.manifest import load_manifest
+
+MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+
+
+@pytest.mark.parametrize("path", sorted(MANIFESTS.iterdir()), ids=lambda p: p.name)
+def test_every_example_manifest_loads(path: Path) -> None:
+    manifest = load_manifest(path)
+    assert manifest.entries
+    assert all(e.location.startswith(f"{path}:") for e in manifest.entries)
+
+
+def test_csv_values_are_exact_with_crlf_and_multiline(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_bytes(
+        b'\xef\xbb\xbfkeyName,value\r\nA,"two\r\nlines"\r\nB, spaced \r\nC,"say ""hi"""\r\n'
+    )
+    manifest = load_manifest(path)
+    values = {e.key_name: e.value.reveal() for e in manifest.entries}
+    assert values == {"A": "two\r\nlines", "B": " spaced ", "C": 'say "hi"'}
+    assert [e.location for e in manifest.entries] == [f"{path}:2", f"{path}:4", f"{path}:5"]
+
+
+def test_yaml_values_are_text_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        'account: acct-1\nsecrets:\n  - keyName: A\n    value: "0123"\n'
+        "  - keyName: B\n    value: |\n      -----BEGIN KEY-----\n      abc\n"
+    )
+    manifest = load_manifest(path)
+    assert manifest.accounts == ("acct-1",)
+    values = {e.key_name: e.value.reveal() for e in manifest.entries}
+    assert values == {"A": "0123", "B": "-----BEGIN KEY-----\nabc\n"}
+
+
+def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "secrets:\n"
+        "  - keyName: API_KEY\n    value: a\n"  # 2
+        "  - keyName: api-key\n    value: b\n"  # 4: not an env var name
+        "  - keyName: Api_Key\n    value: yes\n"  # 6: same id as line 2, and yes is a bool
+        "  - keyName: X\n    value: x\n    extra: 1\n"  # 8, 10
+    )
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    lines = sorted(p.line or 0 for p in caught.value.problems)
+    assert lines == [4, 6, 7, 10]
+    assert "yes" not in str(caught.value)  # a value is never echoed, even a bad one
+
+
+def test_empty_manifest_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("keyName,value\n")
+    with pytest.raises(ManifestError, match="no secrets"):
+        load_manifest(path)
