@@ -129,7 +129,9 @@ async def test_broken_manifest_exits_2_and_sends_nothing(tmp_path: Path) -> None
         (("--bogus",), _env(), "unrecognized arguments"),
     ],
 )
-async def test_usage_errors_exit_2(args: tuple[str, ...], env: dict[str, str], message: str) -> None:
+async def test_usage_errors_exit_2(
+    args: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
     code, _, err = await _cli("apply", "manifests/example.yaml", *args, env=env)
     assert code == 2
     assert message in err

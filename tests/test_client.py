@@ -20,9 +20,9 @@ pytestmark = pytest.mark.anyio
 
 
 @asynccontextmanager
-async def answering(status: int, body: str, headers: dict[str, str] | None = None) -> (
-    AsyncIterator[str]
-):
+async def answering(
+    status: int, body: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[str]:
     """A loopback server that gives every request the same answer."""
 
     async def handler(request: web.Request) -> web.Response:
@@ -74,7 +74,7 @@ async def test_status_maps_to_the_specific_error(status: int, error: type[Except
     [
         json.dumps({"code": 3, "message": f"bad value {CANARY}-0-line1\nline2"}),
         json.dumps({"error": {"message": f"bad value {json.dumps(CANARY)}"}}),
-        f"<html>echo {CANARY}-0-line1\\nline2 \\\"quoted\\\"</html>",
+        f'<html>echo {CANARY}-0-line1\\nline2 \\"quoted\\"</html>',
     ],
 )
 async def test_an_echoed_value_is_scrubbed_from_the_error(body: str) -> None:
