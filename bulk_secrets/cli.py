@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import os
 import sys
 from collections.abc import Sequence
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import anyio
 
-from . import emulator
+from . import cli_emulator, emulator
 from .errors import BulkSecretsError, ManifestError, UsageError
-from .manifest import FORMATS, Manifest, load_manifest
+from .manifest import FORMATS, Manifest, load_manifests, read_accounts_file
 from .models import Credentials, SecretValue
+from .naming import account_id_problem
 from .options import (
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
@@ -35,23 +37,16 @@ EXIT_ABORTED = 3
 EXIT_INTERRUPTED = 130
 
 SANDBOX_ACCOUNT = "sandbox"
-SANDBOX_KEY = "sandbox-key"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bulk-secrets",
-        description="Provision Fireworks AI account secrets in bulk from a manifest.",
+        description="Provision Fireworks AI account secrets in bulk from manifests.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    apply = commands.add_parser("apply", help="write every secret of a manifest")
-    apply.add_argument("manifest", help="YAML (.yaml, .yml) or CSV (.csv) manifest")
-    apply.add_argument("--format", choices=FORMATS, help="manifest format (default: by suffix)")
-    apply.add_argument(
-        "--account",
-        help="target account id (default: the manifest's, else $FIREWORKS_ACCOUNT_ID)",
-    )
+    apply = commands.add_parser("apply", help="write every secret of the manifests")
+    _manifest_arguments(apply)
     apply.add_argument(
         "--base-url",
         default=os.environ.get("FIREWORKS_BASE_URL", DEFAULT_BASE_URL),
@@ -90,38 +85,32 @@ def _parser() -> argparse.ArgumentParser:
         help="apply against a built-in emulator on 127.0.0.1 with a throwaway key: "
         "needs no account, sends nothing off this machine",
     )
-
-    serve = commands.add_parser("emulator", help="run the local secrets API emulator")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument(
-        "--key",
-        action="append",
-        metavar="KEY[=ACCOUNT,...]",
-        help="an API key it accepts, optionally limited to accounts (repeatable; "
-        f"default: {SANDBOX_KEY!r} for any account)",
+    validate = commands.add_parser(
+        "validate", help="check manifests offline and list what apply would write"
     )
-    serve.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
-    serve.add_argument("--jitter", type=float, default=0.0, help="random extra seconds, up to")
-    serve.add_argument(
-        "--rate-limit", type=float, default=0.0, help="requests/s per account before 429 (0: none)"
-    )
-    serve.add_argument("--burst", type=int, default=None, help="rate limit bucket size")
-    serve.add_argument(
-        "--no-retry-after", action="store_true", help="answer 429 without a Retry-After header"
-    )
-    serve.add_argument("--error-rate", type=float, default=0.0, help="share answered 5xx")
-    serve.add_argument(
-        "--drop-rate", type=float, default=0.0, help="share whose connection is dropped"
-    )
-    serve.add_argument(
-        "--write-then-fail-rate",
-        type=float,
-        default=0.0,
-        help="share of writes applied, then answered 503 or dropped",
-    )
-    serve.add_argument("--seed", type=int, default=None, help="seed of the fault injection")
+    _manifest_arguments(validate)
+    cli_emulator.add_parser(commands)
     return parser
+
+
+def _manifest_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "manifests",
+        nargs="+",
+        metavar="MANIFEST",
+        help="YAML, JSON, CSV or dotenv manifest (by suffix); - reads stdin (with --format)",
+    )
+    parser.add_argument("--format", choices=FORMATS, help="manifest format (default: by suffix)")
+    targets = parser.add_mutually_exclusive_group()
+    targets.add_argument(
+        "--account",
+        action="append",
+        help="target account, repeatable; replaces the manifests' own accounts "
+        "(default: the manifest's, else $FIREWORKS_ACCOUNT_ID)",
+    )
+    targets.add_argument(
+        "--accounts-file", help="target accounts, one id per line (# comments); like --account"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,7 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         if args.command == "emulator":
-            return _serve(args)
+            return cli_emulator.run(args, _say)
+        if args.command == "validate":
+            return _validate(args)
         return _apply(args)
     except ManifestError as exc:
         _say(str(exc))
@@ -156,6 +147,46 @@ def _say(text: str) -> None:
     print(f"bulk-secrets: {text}", file=sys.stderr, flush=True)
 
 
+def _load(args: argparse.Namespace, *, sandbox: bool = False) -> list[Manifest]:
+    accounts: list[str] | None = None
+    if args.accounts_file:
+        accounts = read_accounts_file(args.accounts_file)
+    elif args.account:
+        for account in args.account:
+            problem = account_id_problem(account)
+            if problem:
+                raise UsageError(f"--account: {problem}")
+        accounts = list(dict.fromkeys(args.account))
+    from_env = os.environ.get("FIREWORKS_ACCOUNT_ID")
+    default = [SANDBOX_ACCOUNT] if sandbox else [from_env] if from_env else []
+    manifests = load_manifests(
+        args.manifests, format=args.format, accounts=accounts, default_accounts=default
+    )
+    for manifest in manifests:
+        for warning in manifest.warnings:
+            _say(str(warning))
+    return manifests
+
+
+def _validate(args: argparse.Namespace) -> int:
+    manifests = _load(args)
+    rows = [("ACCOUNT", "KEY NAME", "SECRET ID", "SOURCE", "WHERE")]
+    for manifest in manifests:
+        rows.extend(
+            (t.account, t.key_name, t.secret_id, t.source, t.location) for t in manifest.targets()
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+            + "  "
+            + row[4]
+        )
+    accounts = {row[0] for row in rows[1:]}
+    _say(f"valid: {len(rows) - 1} secrets for {len(accounts)} account(s); nothing was sent")
+    return EXIT_OK
+
+
 def _apply(args: argparse.Namespace) -> int:
     options = ApplyOptions(
         base_url=args.base_url,
@@ -164,13 +195,10 @@ def _apply(args: argparse.Namespace) -> int:
         retry=RetryOptions(retries=args.retries),
         on_existing=OnExisting(args.on_existing),
     )
-    manifest = load_manifest(args.manifest, format=args.format)
-    for warning in manifest.warnings:
-        _say(str(warning))
-    accounts = _accounts(args, manifest)
-    credentials = _credentials(args)
+    manifests = _load(args, sandbox=args.sandbox)
+    credentials = _credentials(manifests, sandbox=args.sandbox)
     report = open_report(args.report)
-    summary = anyio.run(_run_apply, args.sandbox, manifest, accounts, credentials, options, report)
+    summary = anyio.run(_run_apply, args.sandbox, manifests, credentials, options, report)
     _say(summary.line())
     if summary.aborted:
         return EXIT_ABORTED
@@ -179,77 +207,40 @@ def _apply(args: argparse.Namespace) -> int:
 
 async def _run_apply(
     sandbox: bool,
-    manifest: Manifest,
-    accounts: list[str],
+    manifests: list[Manifest],
     credentials: Credentials,
     options: ApplyOptions,
     report: ReportSink,
 ) -> Summary:
     async with AsyncExitStack() as stack:
         if sandbox:
-            server = await stack.enter_async_context(
-                emulator.running_emulator(emulator.EmulatorConfig(keys={SANDBOX_KEY: None}))
-            )
+            config = emulator.EmulatorConfig(keys={cli_emulator.SANDBOX_KEY: None})
+            server = await stack.enter_async_context(emulator.running_emulator(config))
             options = dataclasses.replace(options, base_url=server.base_url)
             _say(
                 f"sandbox: applying to the built-in emulator at {server.base_url} "
-                f"(account {accounts[0]!r}, throwaway key); nothing leaves this machine"
+                "with a throwaway key; nothing leaves this machine"
             )
-        count = len(manifest.entries) * len(accounts)
-        _say(f"applying {count} secrets to {len(accounts)} account(s) at {options.base_url}")
-        return await apply_secrets(
-            manifest.specs(accounts), credentials=credentials, options=options, report=report
-        )
+        count = sum(manifest.count for manifest in manifests)
+        _say(f"applying {count} secrets at {options.base_url}")
+        specs = itertools.chain.from_iterable(manifest.specs() for manifest in manifests)
+        return await apply_secrets(specs, credentials=credentials, options=options, report=report)
 
 
-def _accounts(args: argparse.Namespace, manifest: Manifest) -> list[str]:
-    if args.account:
-        return [args.account]
-    if manifest.accounts:
-        return list(manifest.accounts)
-    if args.sandbox:
-        return [SANDBOX_ACCOUNT]
-    from_env = os.environ.get("FIREWORKS_ACCOUNT_ID")
-    if from_env:
-        return [from_env]
-    raise UsageError(
-        "no target account: pass --account, name one in the manifest, or set FIREWORKS_ACCOUNT_ID"
-    )
-
-
-def _credentials(args: argparse.Namespace) -> Credentials:
-    if args.sandbox:
-        return Credentials(SecretValue(SANDBOX_KEY))
+def _credentials(manifests: list[Manifest], *, sandbox: bool) -> Credentials:
+    if sandbox:
+        return Credentials(SecretValue(cli_emulator.SANDBOX_KEY))
+    per_account: dict[str, SecretValue] = {}
+    for manifest in manifests:
+        for account, var in manifest.api_keys.items():
+            per_account.setdefault(account, SecretValue(os.environ[var]))
     key = os.environ.get("FIREWORKS_API_KEY")
     if not key:
-        raise UsageError("no API key: set FIREWORKS_API_KEY (or use --sandbox to try it out)")
-    return Credentials(SecretValue(key))
-
-
-def _emulator_config(args: argparse.Namespace) -> emulator.EmulatorConfig:
-    keys: dict[str, frozenset[str] | None] = {}
-    for item in args.key or [SANDBOX_KEY]:
-        key, _, accounts = item.partition("=")
-        keys[key] = frozenset(a for a in accounts.split(",") if a) if accounts else None
-    faults = emulator.Faults(
-        latency=args.latency,
-        jitter=args.jitter,
-        rate_limit=args.rate_limit,
-        burst=args.burst,
-        retry_after=not args.no_retry_after,
-        error_rate=args.error_rate,
-        drop_rate=args.drop_rate,
-        write_then_fail_rate=args.write_then_fail_rate,
-        seed=args.seed,
-    )
-    return emulator.EmulatorConfig(keys=keys, faults=faults)
-
-
-def _serve(args: argparse.Namespace) -> int:
-    config = _emulator_config(args)
-
-    def ready(base_url: str) -> None:
-        _say(f"emulator listening on {base_url} (keys: {len(config.keys)}); Ctrl-C stops it")
-
-    anyio.run(lambda: emulator.serve(config, host=args.host, port=args.port, ready=ready))
-    return EXIT_OK
+        accounts = {t.account for m in manifests for t in m.targets()}
+        missing = sorted(accounts - per_account.keys())
+        if missing:
+            raise UsageError(
+                "no API key: set FIREWORKS_API_KEY (or use --sandbox to try it out); "
+                f"accounts without a key of their own: {', '.join(missing[:5])}"
+            )
+    return Credentials(SecretValue(key) if key else None, per_account or None)

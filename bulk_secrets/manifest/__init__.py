@@ -1,0 +1,392 @@
+"""Manifests in: YAML, JSON, CSV or dotenv -> secret specs, checked whole before anything is sent.
+
+A manifest is read twice. The first pass checks everything (names, ids, accounts, that every
+environment variable is set and every file readable, that no two entries share an id in one
+account) and keeps only what that needs: counts and hashes, never values. The second pass,
+when the run asks for specs, reads the values. So a million-row CSV manifest is never held in
+memory.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from ..errors import ManifestError, Problem
+from ..models import SecretSpec, SecretValue
+from ..naming import account_id_problem, key_name_problem, secret_id_for, secret_id_problem
+from . import csv_format, dotenv_format, json_format, yaml_format
+from .model import Document, FromEnv, FromFile, Header, Literal, Problems, RawEntry, Source
+
+FORMATS = ("yaml", "json", "csv", "dotenv")
+STDIN = "-"
+_READERS: Mapping[str, Callable[[TextIO, Problems], Document]] = {
+    "yaml": yaml_format.read,
+    "json": json_format.read,
+    "csv": csv_format.read,
+    "dotenv": dotenv_format.read,
+}
+_SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".csv": "csv", ".env": "dotenv"}
+
+
+def format_of(path: str) -> str | None:
+    """The format a file name implies: by suffix, and ``.env`` / ``.env.*`` for dotenv."""
+    name = Path(path).name.lower()
+    if name == ".env" or name.startswith(".env."):
+        return "dotenv"
+    return _SUFFIXES.get(Path(name).suffix)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One secret aimed at one account, as ``validate`` shows it: never with its value."""
+
+    account: str
+    key_name: str
+    secret_id: str
+    source: str
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Aim:
+    """A checked entry: its secret id and the accounts it goes to."""
+
+    raw: RawEntry
+    secret_id: str
+    accounts: tuple[str, ...]
+
+
+class Manifest:
+    """One checked manifest file. Build it with :func:`load_manifests`."""
+
+    def __init__(
+        self,
+        path: str,
+        format: str,
+        *,
+        override: Sequence[str] | None,
+        default_accounts: Sequence[str],
+        env: Mapping[str, str],
+        text: str | None,
+    ) -> None:
+        self.path = path
+        self.format = format
+        self.count = 0
+        self.warnings: list[Problem] = []
+        self.api_keys: dict[str, str] = {}
+        self._override = None if override is None else tuple(override)
+        self._default = tuple(default_accounts)
+        self._env = env
+        self._text = text
+        self._folder = Path.cwd() if path == STDIN else Path(path).parent
+
+    @property
+    def name(self) -> str:
+        return "<stdin>" if self.path == STDIN else self.path
+
+    def specs(self) -> Iterator[SecretSpec]:
+        """Every secret for every account it goes to, reading values as it goes."""
+        for aim in self._aims(Problems(self.name, quiet=True)):
+            if aim.raw.source is None:
+                continue  # never met: a manifest with such an entry is rejected
+            value = self._value(aim.raw.source)
+            for account in aim.accounts:
+                yield SecretSpec(
+                    account=account,
+                    key_name=aim.raw.key_name,
+                    secret_id=aim.secret_id,
+                    value=value,
+                    location=f"{self.name}:{aim.raw.line}",
+                    source=_describe(aim.raw.source),
+                )
+
+    def targets(self) -> Iterator[Target]:
+        """What :meth:`specs` would give, without reading a single value."""
+        for aim in self._aims(Problems(self.name, quiet=True)):
+            for account in aim.accounts:
+                yield Target(
+                    account,
+                    aim.raw.key_name,
+                    aim.secret_id,
+                    _describe(aim.raw.source),
+                    f"{self.name}:{aim.raw.line}",
+                )
+
+    def _document(self, out: Problems) -> Document:
+        try:
+            stream: TextIO = (
+                io.StringIO(self._text, newline="")
+                if self._text is not None
+                else open(self.path, encoding="utf-8-sig", newline="")  # noqa: SIM115
+            )
+        except OSError as exc:
+            out.error(None, f"cannot read it: {exc.strerror}")
+            return Document(Header(), iter(()))
+        try:
+            document = _READERS[self.format](stream, out)
+        except UnicodeDecodeError:
+            stream.close()
+            out.error(None, "not UTF-8 text")
+            return Document(Header(), iter(()))
+        return Document(document.header, _closing(document.entries, stream))
+
+    def _aims(self, out: Problems, document: Document | None = None) -> Iterator[_Aim]:
+        document = document or self._document(out)
+        header = document.header
+        base = self._override or header.accounts or self._default
+        unaimed: list[int] = []
+        for raw in document.entries:
+            aim = self._aim(raw, header, base, out, unaimed)
+            if aim is not None:
+                yield aim
+        if unaimed:
+            out.error(
+                unaimed[0],
+                f"{len(unaimed)} secret(s) have no target account: pass --account, "
+                "name one in the manifest, or set FIREWORKS_ACCOUNT_ID",
+            )
+
+    def _aim(
+        self,
+        raw: RawEntry,
+        header: Header,
+        base: tuple[str, ...],
+        out: Problems,
+        unaimed: list[int],
+    ) -> _Aim | None:
+        def column(name: str) -> str | None:
+            return name if raw.tabular else None
+
+        problem = key_name_problem(raw.key_name)
+        if problem:
+            out.error(raw.line, problem, column("keyName"))
+            return None
+        secret_id = raw.secret_id or secret_id_for(raw.key_name)
+        problem = secret_id_problem(secret_id)
+        if problem:
+            out.error(raw.line, problem, column("id" if raw.secret_id else "keyName"))
+            return None
+        if raw.accounts is None:
+            if not base:
+                unaimed.append(raw.line)
+                return None
+            return _Aim(raw, secret_id, base)
+        bad = [p for p in map(account_id_problem, raw.accounts) if p]
+        strangers = [a for a in raw.accounts if header.accounts and a not in header.accounts]
+        if bad or strangers:
+            for problem in bad:
+                out.error(raw.line, problem, column("account"))
+            for account in strangers:
+                out.error(raw.line, f"account {account!r} is not among the manifest's accounts")
+            return None
+        accounts = tuple(a for a in raw.accounts if self._override is None or a in self._override)
+        if not accounts:
+            out.warn(raw.line, f"{raw.key_name} is not applied: its accounts are not targeted")
+        return _Aim(raw, secret_id, accounts)
+
+    def check(self, out: Problems, ids: _IdRegistry) -> None:
+        """The first pass: find every problem, count the secrets, register their ids."""
+        document = self._document(out)
+        self._check_header(document.header, out)
+        entries = 0
+        for aim in self._aims(out, document):
+            entries += 1
+            self._check_source(aim.raw, out)
+            for account in aim.accounts:
+                ids.add(account, aim.secret_id)
+            self.count += len(aim.accounts)
+        if entries == 0 and not out.errors:
+            out.error(None, "the manifest has no secrets")
+        self.warnings = out.warnings
+
+    def _check_header(self, header: Header, out: Problems) -> None:
+        for account in header.accounts:
+            problem = account_id_problem(account)
+            if problem:
+                out.error(header.accounts_line, problem)
+        for account, (var, line) in header.api_keys.items():
+            problem = account_id_problem(account)
+            if problem:
+                out.error(line, problem)
+            elif var not in self._env:
+                out.error(line, f"environment variable {var} (API key of {account}) is not set")
+            else:
+                self.api_keys[account] = var
+
+    def _check_source(self, raw: RawEntry, out: Problems) -> None:
+        if raw.source is None:
+            return
+        field = {Literal: "value", FromEnv: "fromEnv", FromFile: "fromFile"}[type(raw.source)]
+        column = field if raw.tabular else None
+        source = raw.source
+        if isinstance(source, Literal):
+            if not len(source.value):
+                out.warn(raw.line, f"{raw.key_name} has an empty value")
+        elif not (source.var if isinstance(source, FromEnv) else source.path):
+            out.error(raw.line, f"{field} is empty", column)
+        elif isinstance(source, FromEnv):
+            if source.var not in self._env:
+                out.error(raw.line, f"environment variable {source.var} is not set", column)
+        else:
+            problem = _file_problem(self._folder / source.path)
+            if problem:
+                out.error(raw.line, f"fromFile {source.path!r}: {problem}", column)
+
+    def _value(self, source: Source) -> SecretValue:
+        if isinstance(source, Literal):
+            return source.value
+        if isinstance(source, FromEnv):
+            return SecretValue(self._env[source.var])
+        try:
+            return SecretValue((self._folder / source.path).read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = Problem(self.name, None, f"fromFile {source.path!r} changed: {exc}")
+            raise ManifestError([problem]) from exc
+
+
+def _describe(source: Source | None) -> str:
+    return "(unusable)" if source is None else source.describe()
+
+
+def _closing(entries: Iterator[RawEntry], stream: TextIO) -> Iterator[RawEntry]:
+    """The entries, closing their file once they are read (or abandoned)."""
+    try:
+        yield from entries
+    finally:
+        stream.close()
+
+
+def _file_problem(path: Path) -> str | None:
+    try:
+        path.read_bytes().decode("utf-8")
+    except IsADirectoryError:
+        return "is a folder, not a file"
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror}"
+    except UnicodeDecodeError as exc:
+        return f"is not UTF-8 text (byte {exc.start})"
+    return None
+
+
+class _IdRegistry:
+    """Which (account, secret id) pairs are taken, kept as hashes: a few dozen bytes each."""
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+        self.clashes: set[int] = set()
+
+    def add(self, account: str, secret_id: str) -> None:
+        key = hash((account, secret_id))
+        if key in self._seen:
+            self.clashes.add(key)
+        else:
+            self._seen.add(key)
+
+
+def _clash_problems(manifests: Sequence[Manifest], clashes: set[int]) -> list[Problem]:
+    """Name each entry whose id an earlier entry took in the same account.
+
+    Only hashes were kept, so the entries behind the clashing hashes are found again here.
+    """
+    first: dict[tuple[str, str], str] = {}
+    problems: list[Problem] = []
+    for manifest in manifests:
+        for target in manifest.targets():
+            key = (target.account, target.secret_id)
+            if hash(key) not in clashes:
+                continue
+            earlier = first.setdefault(key, target.location)
+            if earlier != target.location:
+                line = int(target.location.rsplit(":", 1)[1])
+                problems.append(
+                    Problem(
+                        manifest.name,
+                        line,
+                        f"{target.key_name} maps to secret id {target.secret_id!r} in account "
+                        f"{target.account!r}, which {earlier} already uses",
+                    )
+                )
+    return problems
+
+
+def load_manifests(
+    paths: Sequence[str],
+    *,
+    format: str | None = None,
+    accounts: Sequence[str] | None = None,
+    default_accounts: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    stdin: TextIO | None = None,
+) -> list[Manifest]:
+    """Read and check manifests; raise :class:`ManifestError` listing every problem in them.
+
+    ``accounts`` (from ``--account``) replaces the manifests' own accounts;
+    ``default_accounts`` serve where a manifest names none.
+    """
+    env = os.environ if env is None else env
+    problems: list[Problem] = []
+    manifests: list[Manifest] = []
+    ids = _IdRegistry()
+    for path in paths:
+        name = "<stdin>" if path == STDIN else path
+        kind = format or (None if path == STDIN else format_of(path))
+        if kind not in FORMATS:
+            hint = "pass --format" if path == STDIN else "use .yaml, .yml, .json, .csv or .env"
+            problems.append(Problem(name, None, f"unknown manifest format: {hint}"))
+            continue
+        text = None
+        if path == STDIN:
+            text = (stdin or sys.stdin).read()
+        manifest = Manifest(
+            path,
+            kind,
+            override=accounts,
+            default_accounts=default_accounts,
+            env=env,
+            text=text,
+        )
+        out = Problems(manifest.name)
+        manifest.check(out, ids)
+        problems.extend(out.errors)
+        manifests.append(manifest)
+    if ids.clashes:
+        problems.extend(_clash_problems(manifests, ids.clashes))
+    if problems:
+        raise ManifestError(problems)
+    return manifests
+
+
+def load_manifest(path: str | Path, **options: object) -> Manifest:
+    """One manifest: see :func:`load_manifests`."""
+    (manifest,) = load_manifests([str(path)], **options)  # type: ignore[arg-type]
+    return manifest
+
+
+def read_accounts_file(path: str) -> list[str]:
+    """Account ids, one per line; ``#`` starts a comment. Raises :class:`ManifestError`."""
+    accounts: list[str] = []
+    problems: list[Problem] = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError([Problem(path, None, f"cannot read it: {exc}")]) from exc
+    for number, line in enumerate(lines, start=1):
+        account = line.split("#", 1)[0].strip()
+        if not account:
+            continue
+        problem = account_id_problem(account)
+        if problem:
+            problems.append(Problem(path, number, problem))
+        elif account not in accounts:
+            accounts.append(account)
+    if problems:
+        raise ManifestError(problems)
+    if not accounts:
+        raise ManifestError([Problem(path, None, "names no account")])
+    return accounts

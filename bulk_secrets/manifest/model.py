@@ -1,0 +1,104 @@
+"""What the format readers hand to the loader: raw entries, a header, and the problems found."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from ..errors import Problem
+from ..models import SecretValue
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """A value written in the manifest itself."""
+
+    value: SecretValue
+
+    def describe(self) -> str:
+        return "value"
+
+
+@dataclass(frozen=True, slots=True)
+class FromEnv:
+    """A value taken from an environment variable when the manifest is applied."""
+
+    var: str
+
+    def describe(self) -> str:
+        return f"env:{self.var}"
+
+
+@dataclass(frozen=True, slots=True)
+class FromFile:
+    """A value read from a file (relative to the manifest's folder), as UTF-8, unchanged."""
+
+    path: str
+
+    def describe(self) -> str:
+        return f"file:{self.path}"
+
+
+Source = Literal | FromEnv | FromFile
+SOURCE_FIELDS = ("value", "fromEnv", "fromFile")
+
+
+@dataclass(frozen=True, slots=True)
+class RawEntry:
+    """One secret as a manifest writes it, before its names, value and accounts are checked.
+
+    ``tabular`` entries come from CSV rows: their problems name a column.
+    """
+
+    line: int
+    key_name: str
+    source: Source | None  # None: the value was unusable, and that problem is reported
+    secret_id: str | None = None
+    accounts: tuple[str, ...] | None = None
+    tabular: bool = False
+
+
+@dataclass
+class Header:
+    """The manifest-wide settings: its accounts and per-account API keys."""
+
+    accounts: tuple[str, ...] = ()
+    accounts_line: int | None = None
+    api_keys: dict[str, tuple[str, int]] = field(default_factory=dict)  # account -> (var, line)
+
+
+@dataclass
+class Document:
+    header: Header
+    entries: Iterator[RawEntry]
+
+
+class Problems:
+    """Collects the problems of one file; a quiet collector (the second pass) drops them."""
+
+    def __init__(self, path: str, *, quiet: bool = False) -> None:
+        self.path = path
+        self.quiet = quiet
+        self.errors: list[Problem] = []
+        self.warnings: list[Problem] = []
+
+    def error(self, line: int | None, message: str, column: str | None = None) -> None:
+        if not self.quiet:
+            self.errors.append(Problem(self.path, line, message, column))
+
+    def warn(self, line: int | None, message: str) -> None:
+        if not self.quiet:
+            self.warnings.append(Problem(self.path, line, message, warning=True))
+
+    def unknown(
+        self,
+        line: int | None,
+        name: str,
+        known: Iterable[str],
+        what: str,
+        column: str | None = None,
+    ) -> None:
+        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+        self.error(line, f"unknown {what} {name!r}{hint}", column)
