@@ -45,9 +45,9 @@ async def test_sandbox_applies_the_example_manifest(tmp_path: Path) -> None:
     )
     assert code == 0, err
     assert "sandbox" in err
-    assert "4 succeeded" in err
+    assert "5 succeeded" in err
     data = json.loads(report.read_text())
-    assert data["summary"]["succeeded"] == 4
+    assert data["summary"]["succeeded"] == 5
     for value in ("sk-example-0000000000000000", "EXAMPLE-APPID", "evaluator:example"):
         assert value not in out + err + report.read_text()
 

@@ -12,9 +12,14 @@ from bulk_secrets.manifest import load_manifest
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 
 
-@pytest.mark.parametrize("path", sorted(MANIFESTS.iterdir()), ids=lambda p: p.name)
+EXAMPLES = sorted(p for p in MANIFESTS.iterdir() if p.is_file())
+# What the examples' fromEnv references stand for.
+EXAMPLE_ENV = {"TEAM_B_API_KEY": "key-b", "ONBOARDING_OPENAI_API_KEY": "sk-onboarding"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_manifest_loads(path: Path) -> None:
-    manifest = load_manifest(path, default_accounts=["acct-1"])
+    manifest = load_manifest(path, default_accounts=["acct-1"], env=EXAMPLE_ENV)
     assert manifest.count > 0
     assert all(s.location.startswith(f"{path}:") for s in manifest.specs())
 

@@ -64,7 +64,9 @@ def read_tree(root: Node | None, out: Problems) -> Document:
             header.accounts, header.accounts_line = (account,), fields["account"].line
     elif "accounts" in fields:
         accounts = _text_list(fields["accounts"], "accounts", out)
-        if accounts is not None:
+        if accounts == ():
+            out.error(fields["accounts"].line, "accounts is empty")
+        elif accounts is not None:
             header.accounts, header.accounts_line = accounts, fields["accounts"].line
     if "apiKeys" in fields:
         _api_keys(fields["apiKeys"], header, out)

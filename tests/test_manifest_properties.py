@@ -1,0 +1,63 @@
+"""Property tests: whatever text or bytes a parser is fed, only ManifestError escapes."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bulk_secrets.errors import ManifestError
+from bulk_secrets.manifest import FORMATS, load_manifests
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Fragments that reach past the syntax check into the structure each format has.
+FRAGMENTS = [
+    "secrets:", "  - keyName: A_B", "    value: x", "    value: 0123", "    fromEnv: HOME",
+    "    fromFile: .", "    id: Bad_Id", "    accounts: [a]", "account: a", "accounts: [a, b]",
+    "apiKeys: {a: {fromEnv: X}}", "version: 2", "  K: v", "- ", "{", "}", "[", "]", ",", ":",
+    "&x", "*x", '"', "'", "#", "\\", "\r", "\t", "keyName,value", "A,b", "account,keyName,value",
+    'A="multi', 'line"', "export A=1", "=", '{"secrets": [{"keyName": "A", "value": 1}]}', "é",
+    "\x00", "\ufeff",
+]  # fmt: skip
+
+
+def _check(path: str, fmt: str, text: str | None = None) -> None:
+    stdin = None if text is None else io.StringIO(text)
+    try:
+        manifests = load_manifests([path], format=fmt, default_accounts=["a"], stdin=stdin)
+    except ManifestError:
+        return
+    for manifest in manifests:
+        for spec in manifest.specs():
+            assert spec.key_name
+            assert spec.secret_id
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@SETTINGS
+@given(text=st.text())
+def test_any_text(fmt: str, text: str) -> None:
+    _check("-", fmt, text)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@SETTINGS
+@given(lines=st.lists(st.sampled_from(FRAGMENTS), max_size=12))
+def test_structured_fragments(fmt: str, lines: list[str]) -> None:
+    _check("-", fmt, "\n".join(lines))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@SETTINGS
+@given(data=st.binary())
+def test_any_bytes(fmt: str, data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "manifest"
+        path.write_bytes(data)
+        _check(os.fspath(path), fmt)
