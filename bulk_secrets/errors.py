@@ -49,10 +49,9 @@ class Problem:
 
     def __str__(self) -> str:
         where = self.path if self.line is None else f"{self.path}:{self.line}"
-        if self.column:
-            where += f" (column {self.column})"
         kind = "warning" if self.warning else "error"
-        return f"{where}: {kind}: {self.message}"
+        column = f"column {self.column}: " if self.column else ""
+        return f"{where}: {kind}: {column}{self.message}"
 
 
 class ManifestError(BulkSecretsError):

@@ -165,12 +165,13 @@ class Manifest:
 
         problem = key_name_problem(raw.key_name)
         if problem:
-            out.error(raw.line, problem, column("keyName"))
+            out.error(raw.line_of("keyName"), problem, column("keyName"))
             return None
         secret_id = raw.secret_id or secret_id_for(raw.key_name)
         problem = secret_id_problem(secret_id)
         if problem:
-            out.error(raw.line, problem, column("id" if raw.secret_id else "keyName"))
+            field = "id" if raw.secret_id else "keyName"
+            out.error(raw.line_of(field), problem, column(field))
             return None
         if raw.accounts is None:
             if not base:
@@ -180,10 +181,11 @@ class Manifest:
         bad = [p for p in map(account_id_problem, raw.accounts) if p]
         strangers = [a for a in raw.accounts if header.accounts and a not in header.accounts]
         if bad or strangers:
+            line = raw.line_of("accounts")
             for problem in bad:
-                out.error(raw.line, problem, column("account"))
+                out.error(line, problem, column("account"))
             for account in strangers:
-                out.error(raw.line, f"account {account!r} is not among the manifest's accounts")
+                out.error(line, f"account {account!r} is not among the manifest's accounts")
             return None
         accounts = tuple(a for a in raw.accounts if self._override is None or a in self._override)
         if not accounts:
@@ -224,19 +226,20 @@ class Manifest:
             return
         field = {Literal: "value", FromEnv: "fromEnv", FromFile: "fromFile"}[type(raw.source)]
         column = field if raw.tabular else None
+        line = raw.line_of(field)
         source = raw.source
         if isinstance(source, Literal):
             if not len(source.value):
-                out.warn(raw.line, f"{raw.key_name} has an empty value")
+                out.warn(line, f"{raw.key_name} has an empty value")
         elif not (source.var if isinstance(source, FromEnv) else source.path):
-            out.error(raw.line, f"{field} is empty", column)
+            out.error(line, f"{field} is empty", column)
         elif isinstance(source, FromEnv):
             if source.var not in self._env:
-                out.error(raw.line, f"environment variable {source.var} is not set", column)
+                out.error(line, f"environment variable {source.var} is not set", column)
         else:
             problem = _file_problem(self._folder / source.path)
             if problem:
-                out.error(raw.line, f"fromFile {source.path!r}: {problem}", column)
+                out.error(line, f"fromFile {source.path!r}: {problem}", column)
 
     def _value(self, source: Source) -> SecretValue:
         if isinstance(source, Literal):

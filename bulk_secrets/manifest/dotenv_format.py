@@ -10,6 +10,7 @@ normalised first, so a CRLF file gives the same values as an LF file.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from typing import TextIO
 
@@ -17,6 +18,8 @@ from dotenv.parser import parse_stream
 
 from ..models import SecretValue
 from .model import Document, Header, Literal, Problems, RawEntry
+
+_OPEN_QUOTE = re.compile(r"\s*(export\s+)?[^=\s]+\s*=\s*[\"']")
 
 
 def read(stream: TextIO, out: Problems) -> Document:
@@ -26,12 +29,28 @@ def read(stream: TextIO, out: Problems) -> Document:
 
 def _entries(text: str, out: Problems) -> Iterator[RawEntry]:
     for binding in parse_stream(io.StringIO(text)):
-        line = binding.original.line
+        chunk = binding.original.string
+        # A chunk starts with the blank lines before it: its own line comes after them.
+        line = binding.original.line + chunk[: len(chunk) - len(chunk.lstrip())].count("\n")
         if binding.error:
-            out.error(line, "not a KEY=value line (is a quote left open?)")
+            if _never_closed(chunk):
+                # What follows is the rest of the value: parsed as lines it would be echoed.
+                out.error(line, "the quote opened here is never closed")
+                return
+            out.error(line, "not a KEY=value line (text after a closing quote?)")
         elif binding.key is None:
             continue  # a comment or a blank line
         elif binding.value is None:
-            out.error(line, f"{binding.key} has no '=': write {binding.key}= for an empty value")
+            out.error(line, "the line has no '=' (write NAME= for an empty value)")
         else:
             yield RawEntry(line, binding.key, Literal(SecretValue(binding.value)))
+
+
+def _never_closed(chunk: str) -> bool:
+    """Whether the line opens a quoted value that python-dotenv found no end for."""
+    opened = _OPEN_QUOTE.match(chunk)
+    if opened is None:
+        return False
+    quote = re.escape(chunk[opened.end() - 1])
+    closed = re.compile(rf"{quote}(?:\\{quote}|[^{quote}])*{quote}")
+    return closed.match(chunk, opened.end() - 1) is None

@@ -57,6 +57,11 @@ class RawEntry:
     secret_id: str | None = None
     accounts: tuple[str, ...] | None = None
     tabular: bool = False
+    field_lines: dict[str, int] | None = None  # where each field stands, when not on ``line``
+
+    def line_of(self, field: str) -> int:
+        """The line of one field, for a problem with that field."""
+        return self.field_lines.get(field, self.line) if self.field_lines else self.line
 
 
 @dataclass

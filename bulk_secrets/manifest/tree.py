@@ -122,7 +122,8 @@ def _entry(node: Node, key: Node | None, out: Problems) -> RawEntry | None:
     if key_name is None:
         return None
     line = node.line if key is None else key.line
-    return RawEntry(line, key_name, source, secret_id, accounts)
+    field_lines = {name: value.line for name, value in fields.items()}
+    return RawEntry(line, key_name, source, secret_id, accounts, field_lines=field_lines)
 
 
 def _source(name: str, node: Node, out: Problems) -> Source | None:

@@ -6,6 +6,7 @@ tag, so ``0123`` or ``yes`` written without quotes can be reported rather than c
 
 from __future__ import annotations
 
+import re
 from typing import TextIO
 
 import yaml
@@ -14,6 +15,13 @@ from .model import Document, Problems
 from .tree import Node, read_tree
 
 _STR = "tag:yaml.org,2002:str"
+# Plain scalars that PyYAML (YAML 1.1) reads as text but YAML 1.2's core schema does not, such
+# as 1e3: another tool reading the same file would convert them, so they must be quoted too.
+_CORE_NOT_TEXT = re.compile(
+    r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?"
+    r"|0o[0-7]+|0x[0-9a-fA-F]+|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"
+    r"|true|True|TRUE|false|False|FALSE|null|Null|NULL|~"
+)
 
 
 def read(stream: TextIO, out: Problems) -> Document:
@@ -22,7 +30,11 @@ def read(stream: TextIO, out: Problems) -> Document:
         root = None if composed is None else _convert(composed, out, set())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        out.error(None if mark is None else mark.line + 1, f"not valid YAML: {exc.problem}")
+        context = ""
+        if exc.context and exc.context_mark and exc.context_mark is not mark:
+            context = f" ({exc.context} at line {exc.context_mark.line + 1})"
+        line = None if mark is None else mark.line + 1
+        out.error(line, f"not valid YAML: {exc.problem}{context}")
         return read_tree(Node("map", 1), Problems(out.path, quiet=True))
     except yaml.YAMLError as exc:
         out.error(None, f"not valid YAML: {type(exc).__name__}")
@@ -36,9 +48,12 @@ def read(stream: TextIO, out: Problems) -> Document:
 def _convert(node: yaml.Node, out: Problems, path: set[int]) -> Node:
     line = int(node.start_mark.line) + 1
     if isinstance(node, yaml.ScalarNode):
-        if node.tag == _STR:
-            return Node("str", line, str(node.value))
-        return Node("other", line, str(node.value), node.tag.rsplit(":", 1)[-1])
+        text = str(node.value)
+        if node.tag != _STR:
+            return Node("other", line, text, node.tag.rsplit(":", 1)[-1])
+        if node.style is None and _CORE_NOT_TEXT.fullmatch(text):
+            return Node("other", line, text, "a number or boolean by YAML 1.2")
+        return Node("str", line, text)
     if id(node) in path:  # an alias that contains itself
         out.error(line, "a YAML alias refers to itself")
         return Node("seq", line)
