@@ -14,7 +14,7 @@ from anyio.abc import Process
 
 from bulk_secrets.emulator import EmulatorConfig, Faults, running_emulator
 
-from .helpers import ACCOUNT, API_KEY, CANARY, write_yaml_manifest
+from .helpers import ACCOUNT, API_KEY, CANARY, key_for, value_for, write_yaml_manifest
 
 pytestmark = pytest.mark.anyio
 
@@ -168,3 +168,76 @@ async def test_interrupt_exits_130_with_every_secret_in_the_report(tmp_path: Pat
     assert data["summary"]["total"] == 100
     assert len(data["results"]) == 100
     assert {r["status"] for r in data["results"]} <= {"failed", "not_attempted"}
+
+
+async def test_validate_lists_targets_without_values_and_sends_nothing(tmp_path: Path) -> None:
+    manifest = write_yaml_manifest(tmp_path / "m.yaml", 3)
+    accounts = tmp_path / "accounts.txt"
+    accounts.write_text("# teams\nteam-a\n\nteam-b  # the second\n")
+    code, out, err = await _cli("validate", str(manifest), "--accounts-file", str(accounts))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["ACCOUNT", "KEY", "NAME", "SECRET", "ID", "SOURCE", "WHERE"]
+    assert len(lines) == 1 + 6
+    assert {line.split()[0] for line in lines[1:]} == {"team-a", "team-b"}
+    assert "6 secrets for 2 account(s)" in err
+    assert CANARY not in out + err
+
+
+async def test_bad_accounts_file_exits_2_with_its_line(tmp_path: Path) -> None:
+    accounts = tmp_path / "accounts.txt"
+    accounts.write_text("team-a\nTeam_B\n")
+    code, _, err = await _cli(
+        "validate", "manifests/example.yaml", "--accounts-file", str(accounts)
+    )
+    assert code == 2
+    assert f"{accounts}:2:" in err
+
+
+async def test_manifest_from_stdin(tmp_path: Path) -> None:
+    report = tmp_path / "r.csv"
+    result = await anyio.run_process(
+        [sys.executable, "-m", "bulk_secrets", "apply", "-", "--format", "dotenv", "--sandbox",
+         "--report", str(report)],
+        input=f"A_KEY={CANARY}\nexport B_KEY='two'\n".encode(),
+        check=False,
+        env=_env(None),
+        cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = report.read_text().splitlines()
+    assert rows[0].startswith("account,keyName,secretId")
+    assert len(rows) == 3
+    assert all(",<stdin>:" in row and ",succeeded," in row for row in rows[1:])
+    assert CANARY not in result.stderr.decode() + report.read_text()
+
+
+async def test_converges_through_every_fault_at_once(tmp_path: Path) -> None:
+    """5xx, dropped connections and write-then-fail at 15% each, and 429 with Retry-After."""
+    manifest = write_yaml_manifest(tmp_path / "m.yaml", 300)
+    report = tmp_path / "r.json"
+    faults = Faults(
+        seed=11,
+        error_rate=0.15,
+        drop_rate=0.15,
+        write_then_fail_rate=0.15,
+        rate_limit=200.0,
+        burst=20,
+        retry_after=True,
+    )
+    async with running_emulator(EmulatorConfig(keys={API_KEY: None}, faults=faults)) as server:
+        code, out, err = await _cli(
+            "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url,
+            "--retries", "12", "--report", str(report),
+        )  # fmt: skip
+        stored = server.secrets(ACCOUNT)
+        seen = server.stats.requests
+    assert code == 0, err
+    assert {status for (_, status) in seen} >= {0, 200, 409, 429, 500, 502, 503, 504}
+    values = {key: value for key, value in stored.values()}
+    assert values == {key_for(i): value_for(i) for i in range(300)}
+    data = json.loads(report.read_text())
+    assert data["summary"]["succeeded"] == 300
+    assert {r["secretId"] for r in data["results"]} == set(stored)
+    for output in (out, err, report.read_text()):
+        assert CANARY not in output
