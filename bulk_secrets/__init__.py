@@ -19,11 +19,11 @@ from .errors import (
     Unauthenticated,
     UsageError,
 )
-from .manifest import Manifest, load_manifest
-from .models import Action, Credentials, Result, SecretSpec, SecretValue, Status
+from .manifest import Manifest, ManifestSet, load_manifest, load_manifests
+from .models import Action, Credentials, Result, SecretSpec, SecretValue, Status, Step
 from .options import ApplyOptions, OnExisting, RetryOptions
+from .provision import Provisioner, SpecList, apply_secrets
 from .report import Summary, open_report
-from .runner import apply_secrets
 
 __all__ = [
     "Action",
@@ -36,10 +36,12 @@ __all__ = [
     "InvalidArgument",
     "Manifest",
     "ManifestError",
+    "ManifestSet",
     "NotFound",
     "OnExisting",
     "PermissionDenied",
     "Problem",
+    "Provisioner",
     "RateLimited",
     "RequestRejected",
     "RequestTimeout",
@@ -49,12 +51,15 @@ __all__ = [
     "SecretSpec",
     "SecretValue",
     "ServerError",
+    "SpecList",
     "Status",
+    "Step",
     "Summary",
     "TransientError",
     "Unauthenticated",
     "UsageError",
     "apply_secrets",
     "load_manifest",
+    "load_manifests",
     "open_report",
 ]

@@ -1,40 +1,29 @@
-"""The ``bulk-secrets`` command: arguments -> options -> one library call -> exit code."""
+"""The ``bulk-secrets`` command: arguments -> options -> one library call -> exit code.
+
+``validate`` works offline; ``apply``, ``plan`` and ``verify`` talk to the API
+(:mod:`bulk_secrets.cli_run`); ``emulator`` serves the local API (:mod:`bulk_secrets.cli_emulator`).
+"""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import itertools
 import os
 import sys
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 from pathlib import Path
 
-import anyio
-
-from . import cli_emulator, emulator
+from . import cli_emulator, cli_run
 from .errors import BulkSecretsError, ManifestError, UsageError
-from .manifest import FORMATS, Manifest, load_manifests, read_accounts_file
-from .models import Credentials, SecretValue
+from .manifest import FORMATS, ManifestSet, load_manifests, read_accounts_file
 from .naming import account_id_problem
 from .options import (
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
-    ApplyOptions,
     OnExisting,
-    RetryOptions,
 )
-from .report import ReportSink, Summary, open_report
-from .runner import apply_secrets
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_ABORTED = 3
-EXIT_INTERRUPTED = 130
+from .output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say
 
 SANDBOX_ACCOUNT = "sandbox"
 
@@ -45,46 +34,34 @@ def _parser() -> argparse.ArgumentParser:
         description="Provision Fireworks AI account secrets in bulk from manifests.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    apply = commands.add_parser("apply", help="write every secret of the manifests")
+
+    apply = commands.add_parser("apply", help="converge the accounts to the manifests")
     _manifest_arguments(apply)
-    apply.add_argument(
-        "--base-url",
-        default=os.environ.get("FIREWORKS_BASE_URL", DEFAULT_BASE_URL),
-        help="API base URL (default: $FIREWORKS_BASE_URL, else %(default)s)",
-    )
-    apply.add_argument(
-        "--concurrency",
-        type=int,
-        default=DEFAULT_CONCURRENCY,
-        help="requests in flight at most (default: %(default)s)",
-    )
-    apply.add_argument(
-        "--retries",
-        type=int,
-        default=DEFAULT_RETRIES,
-        help="retries of a transient failure (default: %(default)s)",
-    )
-    apply.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        help="seconds per request (default: %(default)s)",
-    )
-    apply.add_argument(
-        "--on-existing",
-        choices=[o.value for o in OnExisting],
-        default=OnExisting.UPDATE.value,
-        help="what to do with a secret that exists already (default: %(default)s)",
-    )
+    _api_arguments(apply)
+    _plan_arguments(apply)
+    apply.add_argument("--dry-run", action="store_true", help="show the plan; write nothing")
+    apply.add_argument("--yes", action="store_true", help="confirm --prune's deletions")
     apply.add_argument(
         "--report", type=Path, help="write a per-secret report here (.json, .jsonl or .csv)"
     )
     apply.add_argument(
-        "--sandbox",
-        action="store_true",
-        help="apply against a built-in emulator on 127.0.0.1 with a throwaway key: "
-        "needs no account, sends nothing off this machine",
+        "--only-failed",
+        type=Path,
+        metavar="REPORT",
+        help="run again only what an earlier report of these manifests did not finish",
     )
+
+    plan = commands.add_parser("plan", help="show what apply would do; write nothing")
+    _manifest_arguments(plan)
+    _api_arguments(plan)
+    _plan_arguments(plan)
+
+    verify = commands.add_parser(
+        "verify", help="check that each account holds the manifests' secrets (exit 1 on drift)"
+    )
+    _manifest_arguments(verify)
+    _api_arguments(verify)
+
     validate = commands.add_parser(
         "validate", help="check manifests offline and list what apply would write"
     )
@@ -113,6 +90,71 @@ def _manifest_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _api_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--base-url",
+        default=os.environ.get("FIREWORKS_BASE_URL", DEFAULT_BASE_URL),
+        help="API base URL (default: $FIREWORKS_BASE_URL, else %(default)s)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="requests in flight at most (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help="retries of a transient failure (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help="seconds per request (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output",
+        choices=["text", "json"],
+        default="text",
+        help="json: print the summary (and a plan) as JSON on stdout (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="talk to a built-in emulator on 127.0.0.1 with a throwaway key: "
+        "needs no account, sends nothing off this machine",
+    )
+
+
+def _plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--on-existing",
+        choices=[o.value for o in OnExisting],
+        default=OnExisting.UPDATE.value,
+        help="what to do with a secret that exists already (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete the targeted accounts' secrets that no manifest names",
+    )
+    parser.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="spare secrets whose id or keyName matches, from --prune (repeatable)",
+    )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        metavar="FILE",
+        help="remember fingerprints of the values written, and skip those unchanged",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     try:
@@ -121,21 +163,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         if args.command == "emulator":
-            return cli_emulator.run(args, _say)
+            return cli_emulator.run(args, say)
+        manifests = _load(args)
         if args.command == "validate":
-            return _validate(args)
-        return _apply(args)
+            return _validate(manifests)
+        return cli_run.run(args, manifests)
     except ManifestError as exc:
-        _say(str(exc))
+        say(str(exc))
         return EXIT_USAGE
     except (UsageError, ValueError) as exc:
-        _say(f"error: {exc}")
+        say(f"error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        _say("interrupted")
+        say("interrupted")
         return EXIT_INTERRUPTED
     except BulkSecretsError as exc:
-        _say(f"error: {exc}")
+        say(f"error: {exc}")
         return EXIT_FAILED
 
 
@@ -143,11 +186,7 @@ def main_entry() -> None:
     sys.exit(main())
 
 
-def _say(text: str) -> None:
-    print(f"bulk-secrets: {text}", file=sys.stderr, flush=True)
-
-
-def _load(args: argparse.Namespace, *, sandbox: bool = False) -> list[Manifest]:
+def _load(args: argparse.Namespace) -> ManifestSet:
     accounts: list[str] | None = None
     if args.accounts_file:
         accounts = read_accounts_file(args.accounts_file)
@@ -158,18 +197,18 @@ def _load(args: argparse.Namespace, *, sandbox: bool = False) -> list[Manifest]:
                 raise UsageError(f"--account: {problem}")
         accounts = list(dict.fromkeys(args.account))
     from_env = os.environ.get("FIREWORKS_ACCOUNT_ID")
+    sandbox = getattr(args, "sandbox", False)
     default = [SANDBOX_ACCOUNT] if sandbox else [from_env] if from_env else []
     manifests = load_manifests(
         args.manifests, format=args.format, accounts=accounts, default_accounts=default
     )
     for manifest in manifests:
         for warning in manifest.warnings:
-            _say(str(warning))
+            say(str(warning))
     return manifests
 
 
-def _validate(args: argparse.Namespace) -> int:
-    manifests = _load(args)
+def _validate(manifests: ManifestSet) -> int:
     rows = [("ACCOUNT", "KEY NAME", "SECRET ID", "SOURCE", "WHERE")]
     for manifest in manifests:
         rows.extend(
@@ -177,70 +216,8 @@ def _validate(args: argparse.Namespace) -> int:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-            + "  "
-            + row[4]
-        )
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[4]]))
     accounts = {row[0] for row in rows[1:]}
-    _say(f"valid: {len(rows) - 1} secrets for {len(accounts)} account(s); nothing was sent")
+    say(f"valid: {len(rows) - 1} secrets for {len(accounts)} account(s); nothing was sent")
     return EXIT_OK
-
-
-def _apply(args: argparse.Namespace) -> int:
-    options = ApplyOptions(
-        base_url=args.base_url,
-        concurrency=args.concurrency,
-        timeout=args.timeout,
-        retry=RetryOptions(retries=args.retries),
-        on_existing=OnExisting(args.on_existing),
-    )
-    manifests = _load(args, sandbox=args.sandbox)
-    credentials = _credentials(manifests, sandbox=args.sandbox)
-    report = open_report(args.report)
-    summary = anyio.run(_run_apply, args.sandbox, manifests, credentials, options, report)
-    _say(summary.line())
-    if summary.aborted:
-        return EXIT_ABORTED
-    return EXIT_OK if summary.all_succeeded else EXIT_FAILED
-
-
-async def _run_apply(
-    sandbox: bool,
-    manifests: list[Manifest],
-    credentials: Credentials,
-    options: ApplyOptions,
-    report: ReportSink,
-) -> Summary:
-    async with AsyncExitStack() as stack:
-        if sandbox:
-            config = emulator.EmulatorConfig(keys={cli_emulator.SANDBOX_KEY: None})
-            server = await stack.enter_async_context(emulator.running_emulator(config))
-            options = dataclasses.replace(options, base_url=server.base_url)
-            _say(
-                f"sandbox: applying to the built-in emulator at {server.base_url} "
-                "with a throwaway key; nothing leaves this machine"
-            )
-        count = sum(manifest.count for manifest in manifests)
-        _say(f"applying {count} secrets at {options.base_url}")
-        specs = itertools.chain.from_iterable(manifest.specs() for manifest in manifests)
-        return await apply_secrets(specs, credentials=credentials, options=options, report=report)
-
-
-def _credentials(manifests: list[Manifest], *, sandbox: bool) -> Credentials:
-    if sandbox:
-        return Credentials(SecretValue(cli_emulator.SANDBOX_KEY))
-    per_account: dict[str, SecretValue] = {}
-    for manifest in manifests:
-        for account, var in manifest.api_keys.items():
-            per_account.setdefault(account, SecretValue(os.environ[var]))
-    key = os.environ.get("FIREWORKS_API_KEY")
-    if not key:
-        accounts = {t.account for m in manifests for t in m.targets()}
-        missing = sorted(accounts - per_account.keys())
-        if missing:
-            raise UsageError(
-                "no API key: set FIREWORKS_API_KEY (or use --sandbox to try it out); "
-                f"accounts without a key of their own: {', '.join(missing[:5])}"
-            )
-    return Credentials(SecretValue(key) if key else None, per_account or None)

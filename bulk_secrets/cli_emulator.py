@@ -27,6 +27,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     knobs.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
     knobs.add_argument("--jitter", type=float, default=0.0, help="random extra seconds, up to")
     knobs.add_argument(
+        "--write-latency", type=float, default=0.0, help="more seconds for each write"
+    )
+    knobs.add_argument(
         "--rate-limit", type=float, default=0.0, help="requests/s per account before 429 (0: none)"
     )
     knobs.add_argument("--burst", type=int, default=None, help="rate limit bucket size")
@@ -54,6 +57,7 @@ def config_from(args: argparse.Namespace) -> emulator.EmulatorConfig:
     faults = emulator.Faults(
         latency=args.latency,
         jitter=args.jitter,
+        write_latency=args.write_latency,
         rate_limit=args.rate_limit,
         burst=args.burst,
         retry_after=not args.no_retry_after,

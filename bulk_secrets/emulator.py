@@ -14,7 +14,8 @@ What it emulates (see ``shared/fireworks/secrets-openapi.yaml`` and ``API.md``):
 
 Fault knobs (:class:`Faults`), decided after authentication and repeatable with ``seed``:
 
-- ``latency`` + uniform ``jitter``: extra seconds before each API request is handled;
+- ``latency`` + uniform ``jitter``: extra seconds before each API request is handled, and
+  ``write_latency`` more for each POST, PATCH and DELETE;
 - ``rate_limit`` (requests/s per account) and ``burst``: a token bucket; excess gets 429, with
   ``Retry-After`` when ``retry_after`` is set;
 - ``error_rate``: a 500/502/503/504 with no change applied;
@@ -68,6 +69,7 @@ class Faults:
 
     latency: float = 0.0
     jitter: float = 0.0
+    write_latency: float = 0.0
     rate_limit: float = 0.0  # requests per second per account; 0 = no limit
     burst: int | None = None  # bucket size; None = max(1, int(rate_limit))
     retry_after: bool = True
@@ -77,7 +79,7 @@ class Faults:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("latency", "jitter", "rate_limit"):
+        for name in ("latency", "jitter", "write_latency", "rate_limit"):
             number = getattr(self, name)
             if not (math.isfinite(number) and number >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {number!r}")
@@ -258,7 +260,7 @@ class Emulator:
             if allowed is not None and account not in allowed:
                 raise _ApiError(403, f"this API key may not access account {account!r}")
             self._take_token(account)
-            await self._delay()
+            await self._delay(request.method)
             if self._chance(self._faults.drop_rate):
                 return None
             if self._chance(self._faults.error_rate):
@@ -309,8 +311,10 @@ class Emulator:
             headers = {"Retry-After": str(max(1, math.ceil(wait)))} if faults.retry_after else {}
             raise _ApiError(429, f"rate limit exceeded for account {account!r}", headers)
 
-    async def _delay(self) -> None:
+    async def _delay(self, method: str) -> None:
         delay = self._faults.latency
+        if method in _WRITE_METHODS:
+            delay += self._faults.write_latency
         if self._faults.jitter > 0:
             delay += self._rng.random() * self._faults.jitter
         if delay > 0:

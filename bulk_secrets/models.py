@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 MASK = "***"
 
@@ -58,6 +58,22 @@ class SecretSpec:
     source: str = "value"  # where the value came from: "value", "env:VAR", "file:PATH"
 
 
+class Aimed(Protocol):
+    """Anything that names a secret in an account: a spec, a step, a manifest's target."""
+
+    @property
+    def account(self) -> str: ...
+
+    @property
+    def key_name(self) -> str: ...
+
+    @property
+    def secret_id(self) -> str: ...
+
+    @property
+    def location(self) -> str: ...
+
+
 class Action(enum.StrEnum):
     CREATE = "create"
     UPDATE = "update"
@@ -70,6 +86,38 @@ class Status(enum.StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     NOT_ATTEMPTED = "not_attempted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    """One planned action on one secret of one account.
+
+    A write (create, update) carries its ``spec``; a delete names only the secret. A step with
+    an ``outcome`` was settled by the plan (skipped, failed, not attempted) and is reported
+    without a request, with ``reason``.
+    """
+
+    account: str
+    key_name: str
+    secret_id: str
+    location: str
+    action: Action
+    spec: SecretSpec | None = None
+    outcome: Status | None = None
+    reason: str | None = None
+    fingerprint: str | None = None  # of the value, for --state
+
+    @classmethod
+    def of(cls, spec: SecretSpec, action: Action, **fields: Any) -> Step:
+        return cls(
+            account=spec.account,
+            key_name=spec.key_name,
+            secret_id=spec.secret_id,
+            location=spec.location,
+            action=action,
+            spec=spec,
+            **fields,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,12 +135,12 @@ class Result:
     error: str | None = None
 
     @classmethod
-    def of(cls, spec: SecretSpec, **fields: Any) -> Result:
+    def of(cls, item: Aimed, **fields: Any) -> Result:
         return cls(
-            account=spec.account,
-            key_name=spec.key_name,
-            secret_id=spec.secret_id,
-            location=spec.location,
+            account=item.account,
+            key_name=item.key_name,
+            secret_id=item.secret_id,
+            location=item.location,
             **fields,
         )
 

@@ -54,6 +54,8 @@ class ApplyOptions:
     timeout: float = DEFAULT_TIMEOUT
     retry: RetryOptions = RetryOptions()
     on_existing: OnExisting = OnExisting.UPDATE
+    prune: bool = False  # delete the targeted accounts' secrets that no manifest names
+    keep: tuple[str, ...] = ()  # globs of ids or keyNames that prune spares
 
     def __post_init__(self) -> None:
         _check_positive("concurrency", self.concurrency)

@@ -12,6 +12,7 @@ Reports write an allow-list of fields (:meth:`Result.to_record`); no value ever 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
@@ -42,7 +43,8 @@ class Summary:
 
     by_status: Counter[str] = field(default_factory=Counter)
     by_action: Counter[str] = field(default_factory=Counter)
-    requests: int = 0
+    requests: int = 0  # HTTP requests sent, listing included
+    retries: int = 0  # of those, the ones that repeated a failed request
     aborted: str | None = None
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -63,11 +65,6 @@ class Summary:
     def all_succeeded(self) -> bool:
         """True when nothing failed and nothing was left undone."""
         return not (self.aborted or self.count(Status.FAILED) or self.count(Status.NOT_ATTEMPTED))
-
-    @property
-    def retries(self) -> int:
-        attempted = self.total - self.count(Status.NOT_ATTEMPTED) - self.count(Status.SKIPPED)
-        return max(0, self.requests - attempted)
 
     @property
     def duration(self) -> float:
@@ -176,10 +173,46 @@ def open_report(path: Path | None) -> ReportSink:
     """A report writer chosen by the file's suffix (.json, .jsonl or .csv)."""
     if path is None:
         return NullReport()
-    kind = _BY_SUFFIX.get(path.suffix.lower())
-    if kind is None:
-        raise UsageError(f"report {path}: use a .json, .jsonl or .csv file name")
+    check_report_path(path)
+    kind = _BY_SUFFIX[path.suffix.lower()]
     try:
         return kind(path)
     except OSError as exc:
         raise UsageError(f"report {path}: cannot write it: {exc.strerror}") from exc
+
+
+def check_report_path(path: Path | None) -> None:
+    """Refuse a report name of an unknown kind before anything is sent."""
+    if path is not None and path.suffix.lower() not in _BY_SUFFIX:
+        raise UsageError(f"report {path}: use a .json, .jsonl or .csv file name")
+
+
+def read_done(path: Path) -> frozenset[tuple[str, str]]:
+    """(account, secretId) of every result of an earlier report that succeeded or was skipped.
+
+    ``--only-failed`` runs everything else again: what failed, what was not attempted, and what
+    a killed run never reached. A last line cut short by a kill is passed over.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            records = json.loads(text)["results"]
+        elif suffix == ".jsonl":
+            records = [json.loads(line) for line in _whole_lines(text)]
+        elif suffix == ".csv":
+            records = list(csv.DictReader(io.StringIO(text, newline="")))
+        else:
+            raise UsageError(f"report {path}: not a .json, .jsonl or .csv report")
+        return frozenset(
+            (str(r["account"]), str(r["secretId"]))
+            for r in records
+            if isinstance(r, dict) and r.get("status") in (Status.SUCCEEDED, Status.SKIPPED)
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"report {path}: cannot read it as a bulk-secrets report ({exc})") from exc
+
+
+def _whole_lines(text: str) -> list[str]:
+    lines = text.split("\n")
+    return [line for line in lines[:-1] if line.strip()]  # the last piece has no newline yet

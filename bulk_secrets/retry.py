@@ -60,6 +60,7 @@ class RetryPolicy:
             reraise=True,
         )
         self._retries_allowed = options.retries > 0
+        self.retries = 0  # retries made so far, by every call
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -89,6 +90,7 @@ class RetryPolicy:
                 raise failure
             if stopped():
                 raise RetryAbandoned("retry abandoned: the run was stopped")
+            self.retries += 1
             return await operation()
 
         retrying = self._retrying.copy(stop=self._attempts | _StopWhen(stopped))

@@ -1,7 +1,7 @@
-"""Fan-out: a fixed pool of workers takes secrets from the plan and turns each into a result.
+"""Fan-out: a fixed pool of workers takes planned steps and turns each into one result.
 
 At most ``concurrency`` workers exist, whatever the manifest's size: a worker takes the next
-secret only when it is free, so a secret never becomes a task of its own. A failed secret is a
+step only when it is free, so a secret never becomes a task of its own. A failed secret is a
 result, not an exception: only cancellation, a rejected API key (401, which stops the run) and
 a refused account (403, which stops that account) change what the other workers do.
 """
@@ -10,21 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import anyio
 
 from . import errors
-from .client import SecretsClient
-from .models import Action, Credentials, Result, SecretSpec, Status
+from .models import Action, Result, SecretSpec, Status, Step
 from .options import ApplyOptions, OnExisting
-from .report import NullReport, ReportSink, Summary
-from .retry import RetryPolicy, Sleep
+from .report import ReportSink, Summary
+from .retry import RetryPolicy
+from .state import State
 
 # A create that meets 409 becomes an update; an update that meets 404 becomes a create. Past
 # this many turns the secret is being created and deleted by someone else at the same time.
 _MAX_TURNS = 4
-INTERRUPTED = "interrupted before an answer came: the secret may or may not have been written"
+INTERRUPTED = "interrupted before an answer came: the secret may or may not have been changed"
 
 
 class SecretsApi(Protocol):
@@ -34,10 +35,12 @@ class SecretsApi(Protocol):
 
     async def update(self, spec: SecretSpec) -> int: ...
 
+    async def delete(self, account: str, secret_id: str) -> int: ...
+
 
 @dataclass(slots=True)
 class _Progress:
-    """What one worker has done so far for its current secret."""
+    """What one worker has done so far for its current step."""
 
     action: Action
     attempts: int = 0
@@ -49,15 +52,17 @@ class Runner:
         api: SecretsApi,
         *,
         options: ApplyOptions,
+        retry: RetryPolicy,
         sink: ReportSink,
         summary: Summary,
-        sleep: Sleep = anyio.sleep,
+        state: State | None = None,
     ) -> None:
         self._api = api
         self._options = options
+        self._retry = retry
         self._sink = sink
         self._summary = summary
-        self._retry = RetryPolicy(options.retry, sleep=sleep)
+        self._state = state
         self._aborted: str | None = None
         self._refused: dict[str, str] = {}
 
@@ -66,163 +71,128 @@ class Runner:
         """Why the run stopped early, or None."""
         return self._aborted
 
-    async def execute(self, specs: Iterable[SecretSpec]) -> None:
-        """Provision every secret; each ends as exactly one result in the sink."""
-        pending = iter(specs)
+    async def execute(self, steps: Iterable[Step]) -> None:
+        """Carry out every step; each ends as exactly one result in the sink."""
+        pending = iter(steps)
         try:
             async with anyio.create_task_group() as workers:
                 for _ in range(self._options.concurrency):
                     workers.start_soon(self._work, pending)
         finally:
             reason = self._aborted or "the run was interrupted"
-            for spec in pending:
-                self._record(
-                    Result.of(spec, action=Action.CREATE, status=Status.NOT_ATTEMPTED, error=reason)
-                )
+            for step in pending:
+                self._record(step, _settled(step, Status.NOT_ATTEMPTED, reason))
 
-    async def _work(self, pending: Iterator[SecretSpec]) -> None:
-        for spec in pending:
-            blocked = self._blocked(spec.account)
-            if blocked is not None:
-                self._record(
-                    Result.of(
-                        spec, action=Action.CREATE, status=Status.NOT_ATTEMPTED, error=blocked
-                    )
-                )
-                if self._aborted:
-                    return
+    async def _work(self, pending: Iterator[Step]) -> None:
+        for step in pending:
+            blocked = self._blocked(step.account)
+            if step.outcome is not None:
+                self._record(step, _settled(step, step.outcome, step.reason))
                 continue
-            progress = _Progress(Action.CREATE)
+            if blocked is not None:
+                self._record(step, _settled(step, Status.NOT_ATTEMPTED, blocked))
+                continue
+            progress = _Progress(step.action)
             try:
-                result = await self._provision(spec, progress)
+                result = await self._perform(step, progress)
             except anyio.get_cancelled_exc_class():
-                self._record(
-                    Result.of(
-                        spec,
-                        action=progress.action,
-                        status=Status.FAILED,
-                        attempts=progress.attempts,
-                        error=INTERRUPTED,
-                    )
-                )
+                self._record(step, _failed(step, progress, None, INTERRUPTED))
                 raise
-            self._record(result)
+            self._record(step, result)
 
     def _blocked(self, account: str) -> str | None:
         return self._aborted or self._refused.get(account)
 
-    def _record(self, result: Result) -> None:
-        self._summary.requests += result.attempts
+    def _record(self, step: Step, result: Result) -> None:
         self._summary.add(result)
         self._sink.write(result)
+        if self._state is not None:
+            self._state.settle(step, result.status)
 
-    async def _provision(self, spec: SecretSpec, progress: _Progress) -> Result:
+    async def _perform(self, step: Step, progress: _Progress) -> Result:
         try:
-            for _ in range(_MAX_TURNS):
-                if progress.action is Action.CREATE:
-                    try:
-                        status = await self._send(self._api.create, spec, progress)
-                    except errors.AlreadyExists as exc:
-                        if self._options.on_existing is OnExisting.SKIP:
-                            return _done(spec, progress, Status.SKIPPED, exc, "already exists")
-                        if self._options.on_existing is OnExisting.FAIL:
-                            return _done(
-                                spec,
-                                progress,
-                                Status.FAILED,
-                                exc,
-                                "already exists (--on-existing fail)",
-                            )
-                        progress.action = Action.UPDATE
-                        continue
-                else:
-                    try:
-                        status = await self._send(self._api.update, spec, progress)
-                    except errors.NotFound:
-                        progress.action = Action.CREATE
-                        continue
-                return Result.of(
-                    spec,
-                    action=progress.action,
-                    status=Status.SUCCEEDED,
-                    http_status=status,
-                    attempts=progress.attempts,
-                )
-            return _done(
-                spec,
-                progress,
-                Status.FAILED,
-                None,
-                "the secret kept being deleted and created by someone else",
-            )
+            if step.action is Action.DELETE:
+                return await self._delete(step, progress)
+            if step.spec is None:
+                raise ValueError(f"a {step.action} step needs a spec")
+            return await self._write(step, step.spec, progress)
         except errors.Unauthenticated as exc:
             self._aborted = self._aborted or f"the API key was rejected (401): {exc.message}"
-            return _done(spec, progress, Status.FAILED, exc, str(exc))
+            return _failed(step, progress, exc, str(exc))
         except errors.PermissionDenied as exc:
             self._refused.setdefault(
-                spec.account,
-                f"account {spec.account!r} refused the API key (403): {exc.message}",
+                step.account,
+                f"account {step.account!r} refused the API key (403): {exc.message}",
             )
-            return _done(spec, progress, Status.FAILED, exc, str(exc))
+            return _failed(step, progress, exc, str(exc))
         except errors.ApiError as exc:
-            return _done(spec, progress, Status.FAILED, exc, str(exc))
+            return _failed(step, progress, exc, str(exc))
+
+    async def _delete(self, step: Step, progress: _Progress) -> Result:
+        try:
+            delete = partial(self._api.delete, step.account, step.secret_id)
+            status = await self._send(delete, step, progress)
+        except errors.NotFound as exc:  # gone already: what was wanted
+            return _succeeded(step, progress, exc.status)
+        return _succeeded(step, progress, status)
+
+    async def _write(self, step: Step, spec: SecretSpec, progress: _Progress) -> Result:
+        for _ in range(_MAX_TURNS):
+            if progress.action is Action.CREATE:
+                try:
+                    status = await self._send(partial(self._api.create, spec), step, progress)
+                except errors.AlreadyExists as exc:
+                    if self._options.on_existing is OnExisting.SKIP:
+                        return _failed(step, progress, exc, "already exists", Status.SKIPPED)
+                    if self._options.on_existing is OnExisting.FAIL:
+                        return _failed(step, progress, exc, "already exists (--on-existing fail)")
+                    progress.action = Action.UPDATE
+                    continue
+            else:
+                try:
+                    status = await self._send(partial(self._api.update, spec), step, progress)
+                except errors.NotFound:
+                    progress.action = Action.CREATE
+                    continue
+            return _succeeded(step, progress, status)
+        return _failed(step, progress, None, "the secret kept being deleted and created by others")
 
     async def _send(
-        self,
-        call: Callable[[SecretSpec], Awaitable[int]],
-        spec: SecretSpec,
-        progress: _Progress,
+        self, call: Callable[[], Awaitable[int]], step: Step, progress: _Progress
     ) -> int:
         async def once() -> int:
             progress.attempts += 1
-            return await call(spec)
+            return await call()
 
-        return await self._retry.call(once, stopped=lambda: self._blocked(spec.account) is not None)
+        return await self._retry.call(once, stopped=lambda: self._blocked(step.account) is not None)
 
 
-def _done(
-    spec: SecretSpec,
+def _settled(step: Step, status: Status, reason: str | None) -> Result:
+    return Result.of(step, action=step.action, status=status, error=reason)
+
+
+def _succeeded(step: Step, progress: _Progress, http_status: int | None) -> Result:
+    return Result.of(
+        step,
+        action=progress.action,
+        status=Status.SUCCEEDED,
+        http_status=http_status,
+        attempts=progress.attempts,
+    )
+
+
+def _failed(
+    step: Step,
     progress: _Progress,
-    status: Status,
     exc: errors.ApiError | None,
     reason: str,
+    status: Status = Status.FAILED,
 ) -> Result:
     return Result.of(
-        spec,
+        step,
         action=progress.action,
         status=status,
         http_status=None if exc is None else exc.status,
         attempts=progress.attempts,
         error=reason,
     )
-
-
-async def apply_secrets(
-    specs: Iterable[SecretSpec],
-    *,
-    credentials: Credentials,
-    options: ApplyOptions | None = None,
-    report: ReportSink | None = None,
-) -> Summary:
-    """Write every secret of ``specs``; return the run's summary.
-
-    Every secret ends as exactly one result in ``report``, which is finished (and, for JSON,
-    written in place) even when the run is interrupted.
-    """
-    options = options or ApplyOptions()
-    sink = report or NullReport()
-    summary = Summary()
-    try:
-        async with SecretsClient(
-            options.base_url,
-            credentials,
-            connections=options.concurrency,
-            timeout=options.timeout,
-        ) as client:
-            runner = Runner(client, options=options, sink=sink, summary=summary)
-            await runner.execute(specs)
-            summary.aborted = runner.aborted
-    finally:
-        summary.finished = summary.started + summary.duration
-        sink.finish(summary)
-    return summary

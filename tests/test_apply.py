@@ -10,8 +10,8 @@ import pytest
 from bulk_secrets.emulator import EmulatorConfig, Faults, running_emulator
 from bulk_secrets.models import Status
 from bulk_secrets.options import OnExisting, RetryOptions
+from bulk_secrets.provision import Provisioner, apply_secrets
 from bulk_secrets.report import open_report
-from bulk_secrets.runner import apply_secrets
 
 from .helpers import ACCOUNT, API_KEY, CANARY, credentials, options, specs, value_for
 
@@ -123,7 +123,9 @@ async def test_existing_secret_is_updated(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in report.read_text().splitlines()]
     assert lines[-1]["summary"]["succeeded"] == 10
     updated = [r for r in lines[:-1] if r["action"] == "update"]
-    assert [(r["secretId"], r["attempts"]) for r in updated] == [(wanted[3].secret_id, 2)]
+    # The plan listed the account first, so the update went straight to PATCH.
+    assert [(r["secretId"], r["attempts"]) for r in updated] == [(wanted[3].secret_id, 1)]
+    assert lines[-1]["summary"]["requests"] == 1 + 10
 
 
 @pytest.mark.parametrize(
@@ -157,16 +159,34 @@ async def test_bad_key_aborts_and_leaves_the_rest_not_attempted(tmp_path: Path) 
             options=options(server.base_url, concurrency=4),
             report=open_report(report),
         )
-        assert server.stats.count(status=401) <= 4
+        assert server.stats.count() == server.stats.count(status=401) == 1  # the listing
         assert server.secrets(ACCOUNT) == {}
+    assert summary.aborted is not None and "401" in summary.aborted
+    assert summary.count(Status.NOT_ATTEMPTED) == 200
+    results = _load(report)["results"]
+    assert isinstance(results, list)
+    assert len(results) == 200
+    assert all("401" in r["error"] for r in results)
+
+
+async def test_key_revoked_while_writing_stops_the_rest() -> None:
+    """The 401 comes mid-run: requests in flight finish, the rest are not attempted."""
+    wanted = specs(200)
+    keys: dict[str, frozenset[str] | None] = {API_KEY: None}
+    async with running_emulator(EmulatorConfig(keys=keys)) as server:
+        provisioner = Provisioner(
+            wanted, credentials=credentials(), options=options(server.base_url, concurrency=4)
+        )
+        async with provisioner:
+            plan = await provisioner.plan()
+            del keys[API_KEY]  # revoked between the listing and the writes
+            summary = await provisioner.execute(plan)
+        assert 1 <= server.stats.count(status=401) <= 4
+        assert server.stats.count(method="POST", status=200) == 0
     assert summary.aborted is not None and "401" in summary.aborted
     failed, skipped = summary.count(Status.FAILED), summary.count(Status.NOT_ATTEMPTED)
     assert 1 <= failed <= 4
     assert failed + skipped == 200
-    results = _load(report)["results"]
-    assert isinstance(results, list)
-    assert len(results) == 200
-    assert all(r["error"] for r in results)
 
 
 async def test_refused_account_stops_only_that_account() -> None:
@@ -183,11 +203,11 @@ async def test_refused_account_stops_only_that_account() -> None:
     assert summary.count(Status.FAILED) + summary.count(Status.NOT_ATTEMPTED) == 30
 
 
-async def test_unreachable_server_fails_each_secret_with_a_reason() -> None:
+async def test_unreachable_server_leaves_each_secret_with_a_reason() -> None:
     async with running_emulator(KEYS) as server:
         base_url = server.base_url  # closed on exit: nothing listens there any more
     summary = await apply_secrets(
         specs(5), credentials=credentials(), options=options(base_url, concurrency=2)
     )
-    assert summary.count(Status.FAILED) == 5
-    assert summary.requests == 5 * 9
+    assert summary.count(Status.NOT_ATTEMPTED) == 5
+    assert summary.requests == 9  # the listing, tried 1 + 8 times

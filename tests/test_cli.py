@@ -147,10 +147,26 @@ async def _read_until(process: Process, marker: str) -> str:
     raise AssertionError(f"{marker!r} never appeared in stderr: {seen}")
 
 
-async def test_interrupt_exits_130_with_every_secret_in_the_report(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("faults", "marker", "statuses"),
+    [
+        pytest.param(
+            Faults(write_latency=60.0),
+            "applying 100 secrets",
+            {"failed", "not_attempted"},
+            id="while-writing",
+        ),
+        pytest.param(
+            Faults(latency=60.0), "listing 1 account", {"not_attempted"}, id="while-listing"
+        ),
+    ],
+)
+async def test_interrupt_exits_130_with_every_secret_in_the_report(
+    tmp_path: Path, faults: Faults, marker: str, statuses: set[str]
+) -> None:
     manifest = write_yaml_manifest(tmp_path / "m.yaml", 100)
     report = tmp_path / "r.json"
-    config = EmulatorConfig(keys={API_KEY: None}, faults=Faults(latency=60.0))
+    config = EmulatorConfig(keys={API_KEY: None}, faults=faults)
     async with running_emulator(config) as server:
         process = await anyio.open_process(
             [sys.executable, "-m", "bulk_secrets", "apply", str(manifest), "--account", ACCOUNT,
@@ -159,7 +175,7 @@ async def test_interrupt_exits_130_with_every_secret_in_the_report(tmp_path: Pat
             cwd=ROOT,
         )  # fmt: skip
         async with process:
-            await _read_until(process, "applying 100 secrets")
+            await _read_until(process, marker)
             process.send_signal(signal.SIGINT)
             with anyio.fail_after(30):
                 code = await process.wait()
@@ -167,7 +183,8 @@ async def test_interrupt_exits_130_with_every_secret_in_the_report(tmp_path: Pat
     data = json.loads(report.read_text())
     assert data["summary"]["total"] == 100
     assert len(data["results"]) == 100
-    assert {r["status"] for r in data["results"]} <= {"failed", "not_attempted"}
+    assert {r["status"] for r in data["results"]} == statuses
+    assert all(r["error"] for r in data["results"])
 
 
 async def test_validate_lists_targets_without_values_and_sends_nothing(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from bulk_secrets.cli import main
 from bulk_secrets.emulator import EmulatorConfig, running_emulator
 from bulk_secrets.manifest import load_manifest, load_manifests
-from bulk_secrets.runner import apply_secrets
+from bulk_secrets.provision import apply_secrets
 
 from .helpers import API_KEY, credentials, options
 
@@ -103,7 +103,7 @@ async def test_values_arrive_byte_for_byte(tmp_path: Path, fmt: str, newline: st
     manifest = load_manifest(path, accounts=["acct-1"])
     async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
         summary = await apply_secrets(
-            manifest.specs(), credentials=credentials(), options=options(server.base_url)
+            manifest, credentials=credentials(), options=options(server.base_url)
         )
         stored = server.secrets("acct-1")
     assert summary.all_succeeded
@@ -127,9 +127,7 @@ async def test_from_file_and_from_env_arrive_unchanged(
     )
     manifest = load_manifest(path, accounts=["acct-1"])
     async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
-        await apply_secrets(
-            manifest.specs(), credentials=credentials(), options=options(server.base_url)
-        )
+        await apply_secrets(manifest, credentials=credentials(), options=options(server.base_url))
         stored = dict(server.secrets("acct-1").values())
     assert stored == {
         "PEM": pem_crlf,

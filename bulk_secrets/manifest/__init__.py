@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -78,6 +78,7 @@ class Manifest:
         self.path = path
         self.format = format
         self.count = 0
+        self._accounts: dict[str, None] = {}  # the accounts it targets, in order
         self.warnings: list[Problem] = []
         self.api_keys: dict[str, str] = {}
         self._override = None if override is None else tuple(override)
@@ -89,6 +90,10 @@ class Manifest:
     @property
     def name(self) -> str:
         return "<stdin>" if self.path == STDIN else self.path
+
+    def accounts(self) -> list[str]:
+        """The accounts it targets, in order of first use."""
+        return list(self._accounts)
 
     def specs(self) -> Iterator[SecretSpec]:
         """Every secret for every account it goes to, reading values as it goes."""
@@ -202,6 +207,7 @@ class Manifest:
             self._check_source(aim.raw, out)
             for account in aim.accounts:
                 ids.add(account, aim.secret_id)
+                self._accounts.setdefault(account)
             self.count += len(aim.accounts)
         if entries == 0 and not out.errors:
             out.error(None, "the manifest has no secrets")
@@ -292,7 +298,7 @@ class _IdRegistry:
             self._seen.add(key)
 
 
-def _clash_problems(manifests: Sequence[Manifest], clashes: set[int]) -> list[Problem]:
+def _clash_problems(manifests: Iterable[Manifest], clashes: set[int]) -> list[Problem]:
     """Name each entry whose id an earlier entry took in the same account.
 
     Only hashes were kept, so the entries behind the clashing hashes are found again here.
@@ -326,7 +332,7 @@ def load_manifests(
     default_accounts: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     stdin: TextIO | None = None,
-) -> list[Manifest]:
+) -> ManifestSet:
     """Read and check manifests; raise :class:`ManifestError` listing every problem in them.
 
     ``accounts`` (from ``--account``) replaces the manifests' own accounts;
@@ -334,7 +340,7 @@ def load_manifests(
     """
     env = os.environ if env is None else env
     problems: list[Problem] = []
-    manifests: list[Manifest] = []
+    manifests = ManifestSet()
     ids = _IdRegistry()
     for path in paths:
         name = "<stdin>" if path == STDIN else path
@@ -357,12 +363,41 @@ def load_manifests(
         out = Problems(manifest.name)
         manifest.check(out, ids)
         problems.extend(out.errors)
-        manifests.append(manifest)
+        manifests.manifests.append(manifest)
     if ids.clashes:
         problems.extend(_clash_problems(manifests, ids.clashes))
     if problems:
         raise ManifestError(problems)
     return manifests
+
+
+class ManifestSet:
+    """Checked manifests, read as one source of secrets."""
+
+    def __init__(self) -> None:
+        self.manifests: list[Manifest] = []
+
+    def __iter__(self) -> Iterator[Manifest]:
+        return iter(self.manifests)
+
+    def __len__(self) -> int:
+        return len(self.manifests)
+
+    def accounts(self) -> list[str]:
+        return list(dict.fromkeys(a for manifest in self for a in manifest.accounts()))
+
+    def targets(self) -> Iterator[Target]:
+        for manifest in self:
+            yield from manifest.targets()
+
+    def specs(self) -> Iterator[SecretSpec]:
+        for manifest in self:
+            yield from manifest.specs()
+
+    @property
+    def count(self) -> int:
+        """How many secrets, counting each account a secret goes to."""
+        return sum(manifest.count for manifest in self)
 
 
 def load_manifest(path: str | Path, **options: object) -> Manifest:
