@@ -187,6 +187,7 @@ class Emulator:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.stats = Stats()
+        self._waiters: list[tuple[Callable[[Stats], bool], asyncio.Future[None]]] = []
         self.base_url = ""
         self._faults = config.faults
         self._rng = random.Random(config.faults.seed)
@@ -232,6 +233,26 @@ class Emulator:
         """Store a secret directly (no checks, no stats), to set up a test."""
         self._store.setdefault(account, {})[secret_id] = (key_name, value)
 
+    def remove(self, account: str, secret_id: str) -> None:
+        """Delete a secret directly (no checks, no stats), as another tool would."""
+        self._store.get(account, {}).pop(secret_id, None)
+
+    async def wait_until(self, ready: Callable[[Stats], bool]) -> None:
+        """Wait until ``ready(stats)`` holds; it is asked after each request, never polled."""
+        if ready(self.stats):
+            return
+        waiter = (ready, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        try:
+            await waiter[1]
+        finally:
+            self._waiters.remove(waiter)
+
+    def _wake_waiters(self) -> None:
+        for ready, future in self._waiters:
+            if not future.done() and ready(self.stats):
+                future.set_result(None)
+
     # --- request handling -------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -251,6 +272,7 @@ class Emulator:
         finally:
             self.stats.in_flight -= 1
             self.stats.requests[(request.method, status)] += 1
+            self._wake_waiters()
 
     async def _api(self, request: web.BaseRequest) -> web.Response | None:
         """Answer one API request; None means drop the connection."""

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from pathlib import Path
+
+import anyio
+from anyio.abc import Process
 
 from bulk_secrets.models import Credentials, SecretSpec, SecretValue
 from bulk_secrets.naming import secret_id_for
 from bulk_secrets.options import ApplyOptions, RetryOptions
 
+ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-key-0123456789"
 ACCOUNT = "acct-1"
 # Planted in values; must never appear in any output.
@@ -48,11 +55,36 @@ def specs(count: int, account: str = ACCOUNT) -> list[SecretSpec]:
 
 
 def write_yaml_manifest(path: Path, count: int) -> Path:
-    import json
-
     lines = ["secrets:"]
     for i in range(count):
         lines.append(f"  - keyName: {key_for(i)}")
         lines.append(f"    value: {json.dumps(value_for(i))}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def cli_env(api_key: str | None = API_KEY) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
+    if api_key is not None:
+        env["FIREWORKS_API_KEY"] = api_key
+    return env
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = await anyio.run_process(
+        [sys.executable, "-m", "bulk_secrets", *args],
+        check=False,
+        env=cli_env() if env is None else env,
+        cwd=ROOT,
+    )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def read_until(process: Process, marker: str) -> str:
+    assert process.stderr is not None
+    seen = ""
+    async for chunk in process.stderr:
+        seen += chunk.decode()
+        if marker in seen:
+            return seen
+    raise AssertionError(f"{marker!r} never appeared in stderr: {seen}")

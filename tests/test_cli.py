@@ -3,45 +3,35 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 from pathlib import Path
 
 import anyio
 import pytest
-from anyio.abc import Process
 
 from bulk_secrets.emulator import EmulatorConfig, Faults, running_emulator
 
-from .helpers import ACCOUNT, API_KEY, CANARY, key_for, value_for, write_yaml_manifest
+from .helpers import (
+    ACCOUNT,
+    API_KEY,
+    CANARY,
+    ROOT,
+    cli_env,
+    key_for,
+    read_until,
+    run_cli,
+    value_for,
+    write_yaml_manifest,
+)
 
 pytestmark = pytest.mark.anyio
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _env(api_key: str | None = API_KEY) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
-    if api_key is not None:
-        env["FIREWORKS_API_KEY"] = api_key
-    return env
-
-
-async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    result = await anyio.run_process(
-        [sys.executable, "-m", "bulk_secrets", *args],
-        check=False,
-        env=_env() if env is None else env,
-        cwd=ROOT,
-    )
-    return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
 async def test_sandbox_applies_the_example_manifest(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
-    code, out, err = await _cli(
-        "apply", "manifests/example.yaml", "--sandbox", "--report", str(report), env=_env(None)
+    code, out, err = await run_cli(
+        "apply", "manifests/example.yaml", "--sandbox", "--report", str(report), env=cli_env(None)
     )
     assert code == 0, err
     assert "sandbox" in err
@@ -59,7 +49,7 @@ async def test_canary_values_never_reach_any_output(tmp_path: Path, suffix: str)
     faults = Faults(seed=3, error_rate=0.1, drop_rate=0.1, write_then_fail_rate=0.1)
     async with running_emulator(EmulatorConfig(keys={API_KEY: None}, faults=faults)) as server:
         server.put(ACCOUNT, "secret-00007", "SECRET_00007", "old")
-        code, out, err = await _cli(
+        code, out, err = await run_cli(
             "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url,
             "--retries", "0", "--report", str(report),
         )  # fmt: skip
@@ -75,12 +65,12 @@ async def test_exit_0_when_all_succeed_and_1_when_one_fails(tmp_path: Path) -> N
     manifest = write_yaml_manifest(tmp_path / "m.yaml", 20)
     async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
         base = ("apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url)
-        code, _, err = await _cli(*base)
+        code, _, err = await run_cli(*base)
         assert code == 0, err
-        code, _, err = await _cli(*base, "--on-existing", "fail")
+        code, _, err = await run_cli(*base, "--on-existing", "fail")
         assert code == 1
         assert "20 failed" in err
-        code, _, err = await _cli(*base, "--on-existing", "skip")
+        code, _, err = await run_cli(*base, "--on-existing", "skip")
         assert code == 0, err
         assert "20 skipped" in err
 
@@ -89,9 +79,9 @@ async def test_bad_key_exits_3(tmp_path: Path) -> None:
     manifest = write_yaml_manifest(tmp_path / "m.yaml", 50)
     report = tmp_path / "r.json"
     async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
-        code, _, err = await _cli(
+        code, _, err = await run_cli(
             "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url,
-            "--concurrency", "2", "--report", str(report), env=_env("wrong-key"),
+            "--concurrency", "2", "--report", str(report), env=cli_env("wrong-key"),
         )  # fmt: skip
     assert code == 3
     assert "401" in err
@@ -107,7 +97,7 @@ async def test_broken_manifest_exits_2_and_sends_nothing(tmp_path: Path) -> None
         "  - keyName: ALSO_GOOD\n    value: 0123\n  - keyName: LAST\n    valeu: x\n"
     )
     async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
-        code, _, err = await _cli(
+        code, _, err = await run_cli(
             "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url
         )
         assert server.stats.count() == 0
@@ -122,29 +112,19 @@ async def test_broken_manifest_exits_2_and_sends_nothing(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (("--account", ACCOUNT), _env(None), "FIREWORKS_API_KEY"),
-        ((), _env(), "no target account"),
-        (("--account", ACCOUNT, "--concurrency", "0"), _env(), "concurrency must be > 0"),
-        (("--account", ACCOUNT, "--report", "r.txt"), _env(), ".json, .jsonl or .csv"),
-        (("--bogus",), _env(), "unrecognized arguments"),
+        (("--account", ACCOUNT), cli_env(None), "FIREWORKS_API_KEY"),
+        ((), cli_env(), "no target account"),
+        (("--account", ACCOUNT, "--concurrency", "0"), cli_env(), "concurrency must be > 0"),
+        (("--account", ACCOUNT, "--report", "r.txt"), cli_env(), ".json, .jsonl or .csv"),
+        (("--bogus",), cli_env(), "unrecognized arguments"),
     ],
 )
 async def test_usage_errors_exit_2(
     args: tuple[str, ...], env: dict[str, str], message: str
 ) -> None:
-    code, _, err = await _cli("apply", "manifests/example.yaml", *args, env=env)
+    code, _, err = await run_cli("apply", "manifests/example.yaml", *args, env=env)
     assert code == 2
     assert message in err
-
-
-async def _read_until(process: Process, marker: str) -> str:
-    assert process.stderr is not None
-    seen = ""
-    async for chunk in process.stderr:
-        seen += chunk.decode()
-        if marker in seen:
-            return seen
-    raise AssertionError(f"{marker!r} never appeared in stderr: {seen}")
 
 
 @pytest.mark.parametrize(
@@ -171,11 +151,11 @@ async def test_interrupt_exits_130_with_every_secret_in_the_report(
         process = await anyio.open_process(
             [sys.executable, "-m", "bulk_secrets", "apply", str(manifest), "--account", ACCOUNT,
              "--base-url", server.base_url, "--concurrency", "4", "--report", str(report)],
-            env=_env(),
+            env=cli_env(),
             cwd=ROOT,
         )  # fmt: skip
         async with process:
-            await _read_until(process, marker)
+            await read_until(process, marker)
             process.send_signal(signal.SIGINT)
             with anyio.fail_after(30):
                 code = await process.wait()
@@ -191,7 +171,7 @@ async def test_validate_lists_targets_without_values_and_sends_nothing(tmp_path:
     manifest = write_yaml_manifest(tmp_path / "m.yaml", 3)
     accounts = tmp_path / "accounts.txt"
     accounts.write_text("# teams\nteam-a\n\nteam-b  # the second\n")
-    code, out, err = await _cli("validate", str(manifest), "--accounts-file", str(accounts))
+    code, out, err = await run_cli("validate", str(manifest), "--accounts-file", str(accounts))
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["ACCOUNT", "KEY", "NAME", "SECRET", "ID", "SOURCE", "WHERE"]
@@ -204,7 +184,7 @@ async def test_validate_lists_targets_without_values_and_sends_nothing(tmp_path:
 async def test_bad_accounts_file_exits_2_with_its_line(tmp_path: Path) -> None:
     accounts = tmp_path / "accounts.txt"
     accounts.write_text("team-a\nTeam_B\n")
-    code, _, err = await _cli(
+    code, _, err = await run_cli(
         "validate", "manifests/example.yaml", "--accounts-file", str(accounts)
     )
     assert code == 2
@@ -218,7 +198,7 @@ async def test_manifest_from_stdin(tmp_path: Path) -> None:
          "--report", str(report)],
         input=f"A_KEY={CANARY}\nexport B_KEY='two'\n".encode(),
         check=False,
-        env=_env(None),
+        env=cli_env(None),
         cwd=ROOT,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -243,7 +223,7 @@ async def test_converges_through_every_fault_at_once(tmp_path: Path) -> None:
         retry_after=True,
     )
     async with running_emulator(EmulatorConfig(keys={API_KEY: None}, faults=faults)) as server:
-        code, out, err = await _cli(
+        code, out, err = await run_cli(
             "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url,
             "--retries", "12", "--report", str(report),
         )  # fmt: skip
