@@ -19,6 +19,7 @@ from .naming import account_id_problem
 from .options import (
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_RPS,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
     OnExisting,
@@ -101,6 +102,13 @@ def _api_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_CONCURRENCY,
         help="requests in flight at most (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-rps",
+        type=float,
+        default=DEFAULT_MAX_RPS,
+        help="requests per second per account at most, lowered on 429 (0: no cap; "
+        "default: %(default)g, Fireworks' documented 6,000 a minute)",
     )
     parser.add_argument(
         "--retries",

@@ -36,6 +36,7 @@ def run(args: argparse.Namespace, manifests: ManifestSet) -> int:
     options = ApplyOptions(
         base_url=args.base_url,
         concurrency=args.concurrency,
+        max_rps=args.max_rps,
         timeout=args.timeout,
         retry=RetryOptions(retries=args.retries),
         on_existing=OnExisting(getattr(args, "on_existing", OnExisting.UPDATE)),

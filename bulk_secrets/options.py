@@ -11,6 +11,8 @@ DEFAULT_RETRIES = 5
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_BACKOFF_INITIAL = 0.2
 DEFAULT_BACKOFF_MAX = 20.0
+# Fireworks documents 6,000 requests per minute per account (with a payment method).
+DEFAULT_MAX_RPS = 100.0
 
 
 class OnExisting(enum.StrEnum):
@@ -51,6 +53,7 @@ class ApplyOptions:
 
     base_url: str = DEFAULT_BASE_URL
     concurrency: int = DEFAULT_CONCURRENCY
+    max_rps: float = DEFAULT_MAX_RPS  # requests per second per account; 0 = no cap
     timeout: float = DEFAULT_TIMEOUT
     retry: RetryOptions = RetryOptions()
     on_existing: OnExisting = OnExisting.UPDATE
@@ -59,6 +62,8 @@ class ApplyOptions:
 
     def __post_init__(self) -> None:
         _check_positive("concurrency", self.concurrency)
+        if self.max_rps < 0:
+            raise ValueError(f"max_rps must be >= 0 (0: no cap), got {self.max_rps!r}")
         _check_positive("timeout", self.timeout)
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")

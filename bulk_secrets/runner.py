@@ -8,7 +8,7 @@ a refused account (403, which stops that account) change what the other workers 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -18,13 +18,17 @@ import anyio
 from . import errors
 from .models import Action, Result, SecretSpec, Status, Step
 from .options import ApplyOptions, OnExisting
+from .ratelimit import Rates
 from .report import ReportSink, Summary
 from .retry import RetryPolicy
+from .scheduler import Scheduler
 from .state import State
 
 # A create that meets 409 becomes an update; an update that meets 404 becomes a create. Past
 # this many turns the secret is being created and deleted by someone else at the same time.
 _MAX_TURNS = 4
+# How far the scheduler reads the plan ahead, per worker: room for accounts to take turns.
+_WINDOW_PER_WORKER = 4
 INTERRUPTED = "interrupted before an answer came: the secret may or may not have been changed"
 
 
@@ -53,6 +57,7 @@ class Runner:
         *,
         options: ApplyOptions,
         retry: RetryPolicy,
+        rates: Rates,
         sink: ReportSink,
         summary: Summary,
         state: State | None = None,
@@ -60,6 +65,8 @@ class Runner:
         self._api = api
         self._options = options
         self._retry = retry
+        self._rates = rates
+        self._workers = options.concurrency
         self._sink = sink
         self._summary = summary
         self._state = state
@@ -73,32 +80,38 @@ class Runner:
 
     async def execute(self, steps: Iterable[Step]) -> None:
         """Carry out every step; each ends as exactly one result in the sink."""
-        pending = iter(steps)
+        scheduler = Scheduler(steps, self._rates, window=_WINDOW_PER_WORKER * self._workers)
         try:
             async with anyio.create_task_group() as workers:
-                for _ in range(self._options.concurrency):
-                    workers.start_soon(self._work, pending)
+                for _ in range(self._workers):
+                    workers.start_soon(self._work, scheduler)
         finally:
             reason = self._aborted or "the run was interrupted"
-            for step in pending:
+            for step in scheduler.remaining():
                 self._record(step, _settled(step, Status.NOT_ATTEMPTED, reason))
 
-    async def _work(self, pending: Iterator[Step]) -> None:
-        for step in pending:
-            blocked = self._blocked(step.account)
-            if step.outcome is not None:
-                self._record(step, _settled(step, step.outcome, step.reason))
-                continue
-            if blocked is not None:
-                self._record(step, _settled(step, Status.NOT_ATTEMPTED, blocked))
-                continue
-            progress = _Progress(step.action)
+    async def _work(self, scheduler: Scheduler) -> None:
+        while (step := await scheduler.take()) is not None:
             try:
-                result = await self._perform(step, progress)
-            except anyio.get_cancelled_exc_class():
-                self._record(step, _failed(step, progress, None, INTERRUPTED))
-                raise
-            self._record(step, result)
+                await self._carry_out(step)
+            finally:
+                scheduler.done(step)
+
+    async def _carry_out(self, step: Step) -> None:
+        if step.outcome is not None:
+            self._record(step, _settled(step, step.outcome, step.reason))
+            return
+        blocked = self._blocked(step.account)
+        if blocked is not None:
+            self._record(step, _settled(step, Status.NOT_ATTEMPTED, blocked))
+            return
+        progress = _Progress(step.action)
+        try:
+            result = await self._perform(step, progress)
+        except anyio.get_cancelled_exc_class():
+            self._record(step, _failed(step, progress, None, INTERRUPTED))
+            raise
+        self._record(step, result)
 
     def _blocked(self, account: str) -> str | None:
         return self._aborted or self._refused.get(account)

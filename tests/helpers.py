@@ -28,7 +28,12 @@ def credentials(key: str = API_KEY) -> Credentials:
 
 
 def options(base_url: str, **overrides: object) -> ApplyOptions:
-    fields: dict[str, object] = {"concurrency": 16, "timeout": 5.0, "retry": FAST_RETRY}
+    fields: dict[str, object] = {
+        "concurrency": 16,
+        "timeout": 5.0,
+        "retry": FAST_RETRY,
+        "max_rps": 0,  # no cap unless a test asks for one
+    }
     fields.update(overrides)
     return ApplyOptions(base_url=base_url, **fields)  # type: ignore[arg-type]
 

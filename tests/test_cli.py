@@ -225,7 +225,7 @@ async def test_converges_through_every_fault_at_once(tmp_path: Path) -> None:
     async with running_emulator(EmulatorConfig(keys={API_KEY: None}, faults=faults)) as server:
         code, out, err = await run_cli(
             "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url,
-            "--retries", "12", "--report", str(report),
+            "--retries", "12", "--max-rps", "400", "--report", str(report),
         )  # fmt: skip
         stored = server.secrets(ACCOUNT)
         seen = server.stats.requests
