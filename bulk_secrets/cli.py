@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -172,10 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "emulator":
             return cli_emulator.run(args, say)
+        started = time.monotonic()
         manifests = _load(args)
         if args.command == "validate":
             return _validate(manifests)
-        return cli_run.run(args, manifests)
+        return cli_run.run(args, manifests, started)
     except ManifestError as exc:
         say(str(exc))
         return EXIT_USAGE

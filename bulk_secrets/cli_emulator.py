@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
-from . import emulator
+if TYPE_CHECKING:  # the emulator (aiohttp.web) loads only when it is used
+    from . import emulator
 
 SANDBOX_KEY = "sandbox-key"
 
@@ -50,6 +52,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def config_from(args: argparse.Namespace) -> emulator.EmulatorConfig:
+    from . import emulator
+
     keys: dict[str, frozenset[str] | None] = {}
     for item in args.key or [SANDBOX_KEY]:
         key, _, accounts = item.partition("=")
@@ -70,6 +74,8 @@ def config_from(args: argparse.Namespace) -> emulator.EmulatorConfig:
 
 
 def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
+    from . import emulator
+
     config = config_from(args)
 
     def ready(base_url: str) -> None:

@@ -11,7 +11,6 @@ from contextlib import AsyncExitStack
 
 import anyio
 
-from . import emulator
 from .cli_emulator import SANDBOX_KEY
 from .errors import UsageError
 from .manifest import ManifestSet
@@ -32,7 +31,9 @@ from .report import check_report_path, open_report, read_done
 from .state import State
 
 
-def run(args: argparse.Namespace, manifests: ManifestSet) -> int:
+def run(args: argparse.Namespace, manifests: ManifestSet, started: float) -> int:
+    """``started``: when the command began reading the manifests, so that the summary's
+    duration covers the whole run, manifests included."""
     options = ApplyOptions(
         base_url=args.base_url,
         concurrency=args.concurrency,
@@ -44,13 +45,17 @@ def run(args: argparse.Namespace, manifests: ManifestSet) -> int:
         keep=tuple(getattr(args, "keep", ())),
     )
     check_report_path(getattr(args, "report", None))
-    code: int = anyio.run(_run, args, manifests, options)
+    code: int = anyio.run(_run, args, manifests, options, started)
     return code
 
 
-async def _run(args: argparse.Namespace, manifests: ManifestSet, options: ApplyOptions) -> int:
+async def _run(
+    args: argparse.Namespace, manifests: ManifestSet, options: ApplyOptions, started: float
+) -> int:
     async with AsyncExitStack() as stack:
         if args.sandbox:
+            from . import emulator  # loads aiohttp.web only when it is used
+
             config = emulator.EmulatorConfig(keys={SANDBOX_KEY: None})
             server = await stack.enter_async_context(emulator.running_emulator(config))
             options = dataclasses.replace(options, base_url=server.base_url)
@@ -64,7 +69,14 @@ async def _run(args: argparse.Namespace, manifests: ManifestSet, options: ApplyO
         only_failed = getattr(args, "only_failed", None)
         done = None if only_failed is None else read_done(only_failed)
         provisioner = await stack.enter_async_context(
-            Provisioner(manifests, credentials=credentials, options=options, state=state, done=done)
+            Provisioner(
+                manifests,
+                credentials=credentials,
+                options=options,
+                state=state,
+                done=done,
+                started=started,
+            )
         )
         accounts = manifests.accounts()
         say(f"listing {len(accounts)} account(s) at {options.base_url}")

@@ -106,7 +106,8 @@ class SecretsClient:
         url = f"{self._secrets_url(account)}?pageSize={LIST_PAGE_SIZE}"
         if page_token:
             url += f"&pageToken={quote(page_token, safe='')}"
-        _, payload = await self._send("GET", url, account)
+        _, raw = await self._send("GET", url, account)
+        payload = _json_object(raw)
         page = [
             ExistingSecret(_id_of(item.get("name", "")), str(item.get("keyName", "")))
             for item in payload.get("secrets") or []
@@ -147,7 +148,8 @@ class SecretsClient:
         body: Mapping[str, Any] | None = None,
         *,
         secret: str | None = None,
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> tuple[int, bytes]:
+        """Send one request; return the status and body of a success, else raise."""
         if self._session is None:
             raise RuntimeError("SecretsClient is used outside its 'async with' block")
         data = None if body is None else json.dumps(body).encode()
@@ -156,8 +158,6 @@ class SecretsClient:
         try:
             async with self._session.request(method, url, data=data, headers=headers) as resp:
                 raw = await resp.read()
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
         except TimeoutError as exc:
             raise errors.RequestTimeout(
                 f"{method} got no answer within {self._timeout:g}s"
@@ -168,8 +168,10 @@ class SecretsClient:
             raise errors.ConnectionFailed(
                 f"{method} failed: {type(exc).__name__}: {_scrub(str(exc), secret)}"
             ) from exc
+        status = resp.status
         if 200 <= status < 300:
-            return status, _json_object(raw)
+            return status, raw
+        retry_after = resp.headers.get("Retry-After")
         raise _error_for(status, _server_message(raw, secret), retry_after)
 
 

@@ -58,7 +58,10 @@ class Provisioner:
         options: ApplyOptions | None = None,
         state: State | None = None,
         done: frozenset[tuple[str, str]] | None = None,
+        started: float | None = None,
     ) -> None:
+        """``started`` (a ``time.monotonic()``) is when the run's clock starts: by default now;
+        the CLI passes the moment it began reading the manifests."""
         self._source = SpecList(source) if isinstance(source, Sequence) else source
         self._options = options or ApplyOptions()
         self._state = state
@@ -72,7 +75,7 @@ class Provisioner:
         self._retry = RetryPolicy(self._options.retry)
         self._rates = Rates(self._options.max_rps)
         self._api = PacedApi(self._client, self._rates)
-        self._summary = Summary()
+        self._summary = Summary() if started is None else Summary(started=started)
 
     async def __aenter__(self) -> Self:
         await self._client.__aenter__()

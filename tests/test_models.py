@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import bulk_secrets
-from bulk_secrets.models import SecretSpec, SecretValue
+from bulk_secrets.models import Action, Result, SecretSpec, SecretValue, Status
+from bulk_secrets.report import json_line
 
 from .helpers import CANARY
 
@@ -35,3 +39,27 @@ def test_all_is_sorted_and_complete() -> None:
         if not name.startswith("_") and getattr(obj, "__module__", "").startswith("bulk_secrets.")
     }
     assert public == set(exported)
+
+
+@given(
+    text=st.text(),
+    status=st.sampled_from(list(Status)),
+    action=st.sampled_from(list(Action)),
+    http_status=st.none() | st.integers(100, 599),
+    error=st.none() | st.text(),
+)
+def test_json_line_is_json_dumps_of_the_record(
+    text: str, status: Status, action: Action, http_status: int | None, error: str | None
+) -> None:
+    result = Result(
+        account=text,
+        key_name=text + "K",
+        secret_id="x" + text,
+        location=f"{text}:1",
+        action=action,
+        status=status,
+        http_status=http_status,
+        attempts=3,
+        error=error,
+    )
+    assert json_line(result) == json.dumps(result.to_record())
