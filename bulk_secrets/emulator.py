@@ -238,7 +238,8 @@ class Emulator:
         self._store.get(account, {}).pop(secret_id, None)
 
     async def wait_until(self, ready: Callable[[Stats], bool]) -> None:
-        """Wait until ``ready(stats)`` holds; it is asked after each request, never polled."""
+        """Wait until ``ready(stats)`` holds; it is asked as each request starts and ends,
+        never polled."""
         if ready(self.stats):
             return
         waiter = (ready, asyncio.get_running_loop().create_future())
@@ -260,6 +261,7 @@ class Emulator:
             return self._debug(request)
         self.stats.in_flight += 1
         self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.stats.in_flight)
+        self._wake_waiters()
         status = 500  # what aiohttp answers if a bug raises below
         try:
             response = await self._api(request)

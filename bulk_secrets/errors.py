@@ -5,6 +5,7 @@ Every error the library raises derives from :class:`BulkSecretsError`::
     BulkSecretsError
     ├── UsageError              bad options or arguments; nothing was sent
     ├── ManifestError           the manifest is broken; carries every problem with file:line
+    ├── ManifestChanged         the manifest file changed between its check and its use
     └── ApiError                a call to the secrets API failed
         ├── TransientError      worth retrying with backoff
         │   ├── ConnectionFailed    could not connect, or the connection broke
@@ -63,6 +64,13 @@ class ManifestError(BulkSecretsError):
         lines = "\n".join(f"  {p}" for p in self.problems)
         noun = "problem" if count == 1 else "problems"
         super().__init__(f"manifest rejected, {count} {noun}; nothing was sent:\n{lines}")
+
+
+class ManifestChanged(BulkSecretsError):
+    """A manifest read again as a stream was not the file that was checked: run again."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} changed after it was checked; run again on a settled file")
 
 
 class ApiError(BulkSecretsError):

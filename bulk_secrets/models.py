@@ -108,7 +108,15 @@ class Step:
     fingerprint: str | None = None  # of the value, for --state
 
     @classmethod
-    def of(cls, spec: SecretSpec, action: Action, **fields: Any) -> Step:
+    def of(
+        cls,
+        spec: SecretSpec,
+        action: Action,
+        *,
+        outcome: Status | None = None,
+        reason: str | None = None,
+        fingerprint: str | None = None,
+    ) -> Step:
         return cls(
             account=spec.account,
             key_name=spec.key_name,
@@ -116,7 +124,9 @@ class Step:
             location=spec.location,
             action=action,
             spec=spec,
-            **fields,
+            outcome=outcome,
+            reason=reason,
+            fingerprint=fingerprint,
         )
 
 

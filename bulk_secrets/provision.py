@@ -30,6 +30,8 @@ class SecretSource(Protocol):
 
     def specs(self) -> Iterable[SecretSpec]: ...
 
+    def verify_unchanged(self) -> None: ...
+
 
 class SpecList:
     """A plain sequence of specs as a :class:`SecretSource`."""
@@ -45,6 +47,9 @@ class SpecList:
 
     def specs(self) -> Iterable[SecretSpec]:
         return self._specs
+
+    def verify_unchanged(self) -> None:
+        pass  # held in memory: cannot change
 
 
 class Provisioner:
@@ -98,6 +103,7 @@ class Provisioner:
         plan = await list_accounts(self._api, self._source.accounts(), self._retry, self._options)
         plan.done, plan.state = self._done, self._state
         plan.plan_deletions(self._source.targets())
+        self._source.verify_unchanged()
         return plan
 
     def abandon(self, report: ReportSink, reason: str) -> Summary:

@@ -50,9 +50,10 @@ class Summary:
     finished: float | None = None
 
     def add(self, result: Result) -> None:
-        self.by_status[result.status.value] += 1
-        if result.status is not Status.NOT_ATTEMPTED:
-            self.by_action[result.action.value] += 1
+        status = result.status
+        self.by_status[status._value_] += 1
+        if status is not Status.NOT_ATTEMPTED:
+            self.by_action[result.action._value_] += 1
 
     @property
     def total(self) -> int:

@@ -46,6 +46,15 @@ class Scheduler:
         if not self._queued:
             return None
         now = self._rates.now()
+        if len(self._queues) == 1:  # one account: no turns to weigh
+            account = next(iter(self._queues))
+            head = self._queues[account][0]
+            ready = now if head.outcome is not None else self._rates.of(account).ready_at()
+            if ready > now:
+                return ready - now
+            if head.outcome is None:
+                self._in_flight[account] = self._in_flight.get(account, 0) + 1
+            return self._pop(account)
         best: tuple[float, int, str] | None = None
         for account, queue in self._queues.items():
             if queue[0].outcome is not None:  # settled: no request, no turn to wait for

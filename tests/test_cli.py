@@ -128,21 +128,22 @@ async def test_usage_errors_exit_2(
 
 
 @pytest.mark.parametrize(
-    ("faults", "marker", "statuses"),
+    ("faults", "marker", "in_flight", "statuses"),
     [
         pytest.param(
             Faults(write_latency=60.0),
             "applying 100 secrets",
+            4,  # every worker waits for an answer
             {"failed", "not_attempted"},
             id="while-writing",
         ),
         pytest.param(
-            Faults(latency=60.0), "listing 1 account", {"not_attempted"}, id="while-listing"
+            Faults(latency=60.0), "listing 1 account", 1, {"not_attempted"}, id="while-listing"
         ),
     ],
 )
 async def test_interrupt_exits_130_with_every_secret_in_the_report(
-    tmp_path: Path, faults: Faults, marker: str, statuses: set[str]
+    tmp_path: Path, faults: Faults, marker: str, in_flight: int, statuses: set[str]
 ) -> None:
     manifest = write_yaml_manifest(tmp_path / "m.yaml", 100)
     report = tmp_path / "r.json"
@@ -156,6 +157,7 @@ async def test_interrupt_exits_130_with_every_secret_in_the_report(
         )  # fmt: skip
         async with process:
             await read_until(process, marker)
+            await server.wait_until(lambda stats: stats.in_flight >= in_flight)
             process.send_signal(signal.SIGINT)
             with anyio.fail_after(30):
                 code = await process.wait()
@@ -165,6 +167,8 @@ async def test_interrupt_exits_130_with_every_secret_in_the_report(
     assert len(data["results"]) == 100
     assert {r["status"] for r in data["results"]} == statuses
     assert all(r["error"] for r in data["results"])
+    failed = [r for r in data["results"] if r["status"] == "failed"]
+    assert len(failed) == (in_flight if "failed" in statuses else 0)  # those in flight
 
 
 async def test_validate_lists_targets_without_values_and_sends_nothing(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bulk_secrets.errors import ManifestError
+import bulk_secrets.manifest as manifest_module
+from bulk_secrets.errors import ManifestChanged, ManifestError
 from bulk_secrets.manifest import load_manifest
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
@@ -68,3 +69,26 @@ def test_empty_manifest_is_an_error(tmp_path: Path) -> None:
     path.write_text("keyName,value\n")
     with pytest.raises(ManifestError, match="no secrets"):
         load_manifest(path, default_accounts=["acct-1"])
+
+
+@pytest.mark.parametrize("limit", [0, 2, 1000])
+def test_second_pass_reads_the_file_again_past_the_keep_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    """Few entries are kept from the first pass; many are read again as a stream."""
+    monkeypatch.setattr(manifest_module, "KEEP_LIMIT", limit)
+    path = tmp_path / "m.csv"
+    path.write_text("keyName,value\n" + "".join(f"K_{i},v{i}\n" for i in range(10)))
+    manifest = load_manifest(path, default_accounts=["a", "b"])
+    manifest.verify_unchanged()
+    specs = [(s.account, s.key_name, s.value.reveal()) for s in manifest.specs()]
+    assert specs == [(a, f"K_{i}", f"v{i}") for i in range(10) for a in ("a", "b")]
+    path.write_text("keyName,value\n9_BAD,x\n")  # changed after the check
+    if limit >= 10:  # kept: the change cannot reach the run
+        manifest.verify_unchanged()
+        assert len(list(manifest.specs())) == 20
+    else:  # read again: the change is caught, never applied unchecked
+        with pytest.raises(ManifestChanged):
+            manifest.verify_unchanged()
+        with pytest.raises(ManifestChanged):
+            list(manifest.specs())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from ..errors import ManifestError, Problem
+from ..errors import ManifestChanged, ManifestError, Problem
 from ..models import SecretSpec, SecretValue
 from ..naming import account_id_problem, key_name_problem, secret_id_for, secret_id_problem
 from . import csv_format, dotenv_format, json_format, yaml_format
@@ -31,6 +31,9 @@ _READERS: Mapping[str, Callable[[TextIO, Problems], Document]] = {
     "csv": csv_format.read,
     "dotenv": dotenv_format.read,
 }
+# Up to this many entries, the first pass keeps what it checked and the second reads no file
+# (a few hundred bytes each, values aside); past it, the file is read again as a stream.
+KEEP_LIMIT = 50_000
 _SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".csv": "csv", ".env": "dotenv"}
 
 
@@ -86,6 +89,8 @@ class Manifest:
         self._env = env
         self._text = text
         self._folder = Path.cwd() if path == STDIN else Path(path).parent
+        self._kept: list[_Aim] | None = None  # the checked entries, when few enough to keep
+        self._stamp: tuple[int, int] | None = None  # size and mtime of the file checked
 
     @property
     def name(self) -> str:
@@ -97,7 +102,7 @@ class Manifest:
 
     def specs(self) -> Iterator[SecretSpec]:
         """Every secret for every account it goes to, reading values as it goes."""
-        for aim in self._aims(Problems(self.name, quiet=True)):
+        for aim in self._checked():
             if aim.raw.source is None:
                 continue  # never met: a manifest with such an entry is rejected
             value = self._value(aim.raw.source)
@@ -113,7 +118,7 @@ class Manifest:
 
     def targets(self) -> Iterator[Target]:
         """What :meth:`specs` would give, without reading a single value."""
-        for aim in self._aims(Problems(self.name, quiet=True)):
+        for aim in self._checked():
             for account in aim.accounts:
                 yield Target(
                     account,
@@ -122,6 +127,26 @@ class Manifest:
                     _describe(aim.raw.source),
                     f"{self.name}:{aim.raw.line}",
                 )
+
+    def verify_unchanged(self) -> None:
+        """Raise :class:`ManifestChanged` if the file will be read again and is not the same."""
+        if self._kept is None and self._stat() != self._stamp:
+            raise ManifestChanged(self.name)
+
+    def _stat(self) -> tuple[int, int] | None:
+        if self._text is not None:
+            return None
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return stat.st_size, stat.st_mtime_ns
+
+    def _checked(self) -> Iterable[_Aim]:
+        """The checked entries: kept from the first pass when few, else read again."""
+        if self._kept is not None:
+            return self._kept
+        return self._aims(Problems(self.name, quiet=True))
 
     def _document(self, out: Problems) -> Document:
         try:
@@ -139,6 +164,9 @@ class Manifest:
             stream.close()
             out.error(None, "not UTF-8 text")
             return Document(Header(), iter(()))
+        except BaseException:
+            stream.close()
+            raise
         return Document(document.header, _closing(document.entries, stream))
 
     def _aims(self, out: Problems, document: Document | None = None) -> Iterator[_Aim]:
@@ -199,11 +227,17 @@ class Manifest:
 
     def check(self, out: Problems, ids: _IdRegistry) -> None:
         """The first pass: find every problem, count the secrets, register their ids."""
+        self._stamp = self._stat()
         document = self._document(out)
         self._check_header(document.header, out)
         entries = 0
+        kept: list[_Aim] | None = []
         for aim in self._aims(out, document):
             entries += 1
+            if kept is not None and len(kept) < KEEP_LIMIT:
+                kept.append(aim)
+            else:
+                kept = None  # too many to keep: the second pass reads the file again
             self._check_source(aim.raw, out)
             for account in aim.accounts:
                 ids.add(account, aim.secret_id)
@@ -212,6 +246,7 @@ class Manifest:
         if entries == 0 and not out.errors:
             out.error(None, "the manifest has no secrets")
         self.warnings = out.warnings
+        self._kept = kept
 
     def _check_header(self, header: Header, out: Problems) -> None:
         for account in header.accounts:
@@ -255,8 +290,7 @@ class Manifest:
         try:
             return SecretValue((self._folder / source.path).read_bytes().decode("utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
-            problem = Problem(self.name, None, f"fromFile {source.path!r} changed: {exc}")
-            raise ManifestError([problem]) from exc
+            raise ManifestChanged(f"{self.name}: fromFile {source.path!r}") from exc
 
 
 def _describe(source: Source | None) -> str:
@@ -393,6 +427,10 @@ class ManifestSet:
     def specs(self) -> Iterator[SecretSpec]:
         for manifest in self:
             yield from manifest.specs()
+
+    def verify_unchanged(self) -> None:
+        for manifest in self:
+            manifest.verify_unchanged()
 
     @property
     def count(self) -> int:

@@ -12,7 +12,7 @@ import re
 from json.decoder import scanstring  # type: ignore[attr-defined]  # untyped, but public
 from typing import TextIO
 
-from .model import Document, Problems
+from .model import Document, Header, Problems
 from .tree import Node, read_tree
 
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -27,10 +27,10 @@ def read(stream: TextIO, out: Problems) -> Document:
         root = _Scanner(text).document()
     except json.JSONDecodeError as exc:
         out.error(exc.lineno, f"not valid JSON: {exc.msg}")
-        return read_tree(Node("map", 1), Problems(out.path, quiet=True))
+        return Document(Header(), iter(()))
     except RecursionError:
         out.error(None, "the JSON is nested too deeply")
-        return read_tree(Node("map", 1), Problems(out.path, quiet=True))
+        return Document(Header(), iter(()))
     return read_tree(root, out)
 
 

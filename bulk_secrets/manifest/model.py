@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from ..errors import Problem
+from ..errors import ManifestChanged, Problem
 from ..models import SecretValue
 
 
@@ -80,7 +80,8 @@ class Document:
 
 
 class Problems:
-    """Collects the problems of one file; a quiet collector (the second pass) drops them."""
+    """Collects the problems of one file. A quiet collector serves the second pass over a file
+    already checked: a problem there means the file changed, and stops the run."""
 
     def __init__(self, path: str, *, quiet: bool = False) -> None:
         self.path = path
@@ -89,8 +90,9 @@ class Problems:
         self.warnings: list[Problem] = []
 
     def error(self, line: int | None, message: str, column: str | None = None) -> None:
-        if not self.quiet:
-            self.errors.append(Problem(self.path, line, message, column))
+        if self.quiet:
+            raise ManifestChanged(self.path)
+        self.errors.append(Problem(self.path, line, message, column))
 
     def warn(self, line: int | None, message: str) -> None:
         if not self.quiet:

@@ -11,7 +11,7 @@ from typing import TextIO
 
 import yaml
 
-from .model import Document, Problems
+from .model import Document, Header, Problems
 from .tree import Node, read_tree
 
 _STR = "tag:yaml.org,2002:str"
@@ -35,13 +35,13 @@ def read(stream: TextIO, out: Problems) -> Document:
             context = f" ({exc.context} at line {exc.context_mark.line + 1})"
         line = None if mark is None else mark.line + 1
         out.error(line, f"not valid YAML: {exc.problem}{context}")
-        return read_tree(Node("map", 1), Problems(out.path, quiet=True))
+        return Document(Header(), iter(()))
     except yaml.YAMLError as exc:
         out.error(None, f"not valid YAML: {type(exc).__name__}")
-        return read_tree(Node("map", 1), Problems(out.path, quiet=True))
+        return Document(Header(), iter(()))
     except RecursionError:
         out.error(None, "the YAML is nested too deeply")
-        return read_tree(Node("map", 1), Problems(out.path, quiet=True))
+        return Document(Header(), iter(()))
     return read_tree(root, out)
 
 
