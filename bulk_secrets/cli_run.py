@@ -21,6 +21,7 @@ from .output import (
     EXIT_FAILED,
     EXIT_OK,
     counts_line,
+    loop_options,
     print_drift,
     print_plan,
     say,
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace, manifests: ManifestSet, started: float) -> int
         keep=tuple(getattr(args, "keep", ())),
     )
     check_report_path(getattr(args, "report", None))
-    code: int = anyio.run(_run, args, manifests, options, started)
+    code: int = anyio.run(_run, args, manifests, options, started, backend_options=loop_options())
     return code
 
 

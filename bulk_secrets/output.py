@@ -1,7 +1,9 @@
-"""What the CLI prints: exit codes, stderr messages, and plans and drift as text or JSON."""
+"""Shared by the CLI's commands: exit codes, stderr messages, plans and drift as text or JSON,
+and the choice of event loop."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from collections import Counter
@@ -17,6 +19,11 @@ EXIT_ABORTED = 3
 EXIT_INTERRUPTED = 130
 
 _MARKS = {"create": "+", "update": "~", "delete": "-", "skip": "=", "fail": "!", "unreachable": "?"}
+
+
+def loop_options() -> dict[str, bool]:
+    """anyio's asyncio backend options: uvloop when it is installed (the ``fast`` extra)."""
+    return {"use_uvloop": importlib.util.find_spec("uvloop") is not None}
 
 
 def say(text: str) -> None:
