@@ -21,6 +21,7 @@ import anyio
 from . import errors
 from .models import Action, Aimed, ExistingSecret, SecretSpec, Status, Step
 from .options import ApplyOptions, OnExisting
+from .ratelimit import Rates
 from .retry import RetryPolicy
 from .state import State
 
@@ -117,7 +118,7 @@ class Plan:
 
 
 async def list_accounts(
-    api: Lister, accounts: Sequence[str], retry: RetryPolicy, options: ApplyOptions
+    api: Lister, accounts: Sequence[str], retry: RetryPolicy, rates: Rates, options: ApplyOptions
 ) -> Plan:
     """List every account, ``concurrency`` at a time; a 401 stops, a 403 marks that account."""
     plan = Plan(options, {})
@@ -127,7 +128,7 @@ async def list_accounts(
         async with limiter:
             if plan.aborted:
                 return
-            plan.listings[account] = await _listing(api, account, retry, plan)
+            plan.listings[account] = await _listing(api, account, retry, rates, plan)
 
     async with anyio.create_task_group() as group:
         for account in accounts:
@@ -135,13 +136,15 @@ async def list_accounts(
     return plan
 
 
-async def _listing(api: Lister, account: str, retry: RetryPolicy, plan: Plan) -> Listing:
+async def _listing(
+    api: Lister, account: str, retry: RetryPolicy, rates: Rates, plan: Plan
+) -> Listing:
     listing = Listing()
     token = ""
     try:
         while True:
             page, token = await retry.call(
-                functools.partial(api.list_page, account, token),
+                functools.partial(rates.call, account, api.list_page, account, token),
                 stopped=lambda: plan.aborted is not None,
             )
             listing.secrets.update((s.secret_id, s.key_name) for s in page)

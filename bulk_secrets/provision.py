@@ -11,7 +11,7 @@ from .errors import UsageError
 from .models import Action, Credentials, Result, SecretSpec, Status
 from .options import ApplyOptions
 from .planner import Plan, Target, list_accounts
-from .ratelimit import PacedApi, Rates
+from .ratelimit import Rates
 from .report import NullReport, ReportSink, Summary
 from .retry import RetryPolicy
 from .runner import Runner
@@ -79,7 +79,6 @@ class Provisioner:
         )
         self._retry = RetryPolicy(self._options.retry)
         self._rates = Rates(self._options.max_rps)
-        self._api = PacedApi(self._client, self._rates)
         self._summary = Summary() if started is None else Summary(started=started)
 
     async def __aenter__(self) -> Self:
@@ -100,7 +99,9 @@ class Provisioner:
 
     async def plan(self) -> Plan:
         """List every target account and decide what to do; nothing is written."""
-        plan = await list_accounts(self._api, self._source.accounts(), self._retry, self._options)
+        plan = await list_accounts(
+            self._client, self._source.accounts(), self._retry, self._rates, self._options
+        )
         plan.done, plan.state = self._done, self._state
         plan.plan_deletions(self._source.targets())
         self._source.verify_unchanged()
@@ -121,7 +122,7 @@ class Provisioner:
         finished (for JSON, put in place) even when the run is interrupted."""
         sink = report or NullReport()
         runner = Runner(
-            self._api,
+            self._client,
             options=self._options,
             retry=self._retry,
             rates=self._rates,

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec, Protocol, TypeVar
+from typing import ParamSpec, TypeVar
 
 import anyio
 
 from .errors import RateLimited
-from .models import ExistingSecret, SecretSpec
 
 DECREASE = 0.95  # of what got through, on a 429
 INCREASE = 0.01  # of the rate, added per second of successes
@@ -33,18 +32,6 @@ MIN_EVIDENCE = 5  # successes in the window before they are trusted as a measure
 P = ParamSpec("P")
 T = TypeVar("T")
 Clock = Callable[[], float]
-
-
-class _Api(Protocol):
-    async def create(self, spec: SecretSpec) -> int: ...
-
-    async def update(self, spec: SecretSpec) -> int: ...
-
-    async def delete(self, account: str, secret_id: str) -> int: ...
-
-    async def list_page(
-        self, account: str, page_token: str = ""
-    ) -> tuple[list[ExistingSecret], str]: ...
 
 
 class AccountRate:
@@ -161,25 +148,3 @@ class Rates:
             await self._sleep(start - now)
             if self._clock() >= rate.paused_until:  # else a Retry-After came meanwhile
                 return start
-
-
-class PacedApi:
-    """The client's calls, each sent in its account's turn."""
-
-    def __init__(self, api: _Api, rates: Rates) -> None:
-        self._api = api
-        self._rates = rates
-
-    async def create(self, spec: SecretSpec) -> int:
-        return await self._rates.call(spec.account, self._api.create, spec)
-
-    async def update(self, spec: SecretSpec) -> int:
-        return await self._rates.call(spec.account, self._api.update, spec)
-
-    async def delete(self, account: str, secret_id: str) -> int:
-        return await self._rates.call(account, self._api.delete, account, secret_id)
-
-    async def list_page(
-        self, account: str, page_token: str = ""
-    ) -> tuple[list[ExistingSecret], str]:
-        return await self._rates.call(account, self._api.list_page, account, page_token)

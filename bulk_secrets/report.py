@@ -4,13 +4,15 @@ Reports write an allow-list of fields (:meth:`Result.to_record`); no value ever 
 
 - JSON: ``{"summary": {...}, "results": [...]}``. Results stream to ``PATH.partial`` and the
   final file replaces it atomically when the run ends.
-- JSONL: one result per line, flushed as it arrives, so a killed run leaves every finished
-  result on disk; the last line is ``{"summary": {...}}``.
+- JSONL: one result per line, written as results arrive (those of one event-loop turn
+  together), so a killed run leaves every finished result on disk; the last line is
+  ``{"summary": {...}}``.
 - CSV: a header, then one row per result.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -153,14 +155,30 @@ class JsonReport:
 
 
 class JsonlReport:
+    """One line per result. Lines finished in the same turn of the event loop go to the file in
+    one write, at the end of that turn; so a killed run keeps every result finished before its
+    last turn, at a fraction of the cost of a write per line."""
+
     def __init__(self, path: Path) -> None:
-        # Unbuffered: each line reaches the file in one write, so a killed run loses none.
         self._file = path.open("wb", buffering=0)
+        self._pending: list[str] = []
 
     def write(self, result: Result) -> None:
-        self._file.write((json_line(result) + "\n").encode())
+        if not self._pending:
+            try:
+                asyncio.get_running_loop().call_soon(self._flush)
+            except RuntimeError:  # no event loop: written at once
+                self._file.write((json_line(result) + "\n").encode())
+                return
+        self._pending.append(json_line(result))
+
+    def _flush(self) -> None:
+        if self._pending and not self._file.closed:
+            self._file.write(("\n".join(self._pending) + "\n").encode())
+        self._pending.clear()
 
     def finish(self, summary: Summary) -> None:
+        self._flush()
         self._file.write((json.dumps({"summary": summary.to_record()}) + "\n").encode())
         self._file.close()
 

@@ -78,16 +78,29 @@ class RetryPolicy:
         try:
             return await operation()
         except TransientError as exc:
-            if not self._retries_allowed or stopped():
-                raise
-            first: TransientError | None = exc
+            return await self.after(exc, operation, stopped=stopped)
+
+    async def after(
+        self,
+        failure: TransientError,
+        operation: Callable[[], Awaitable[T]],
+        *,
+        stopped: Callable[[], bool] = lambda: False,
+    ) -> T:
+        """Retry ``operation``, whose first attempt (made by the caller) failed with ``failure``.
+
+        Only here does tenacity run: a request that succeeded first time never gets here.
+        """
+        if not self._retries_allowed or stopped():
+            raise failure
+        first: TransientError | None = failure
 
         async def replay_then_retry() -> T:
             # Tenacity's attempt 1 is the failure above, replayed; attempt 2 is the first retry.
             nonlocal first
             if first is not None:
-                failure, first = first, None
-                raise failure
+                replayed, first = first, None
+                raise replayed
             if stopped():
                 raise RetryAbandoned("retry abandoned: the run was stopped")
             self.retries += 1

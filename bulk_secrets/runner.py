@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 
@@ -91,7 +90,13 @@ class Runner:
                 self._record(step, _settled(step, Status.NOT_ATTEMPTED, reason))
 
     async def _work(self, scheduler: Scheduler) -> None:
-        while (step := await scheduler.take()) is not None:
+        take_now = scheduler.take_now
+        while True:
+            step = take_now()
+            if isinstance(step, float):  # every account must wait for its turn
+                step = await scheduler.take()
+            if step is None:
+                return
             try:
                 await self._carry_out(step)
             finally:
@@ -107,10 +112,24 @@ class Runner:
             return
         progress = _Progress(step.action)
         try:
-            result = await self._perform(step, progress)
+            if step.action is Action.DELETE:
+                result = await self._delete(step, progress)
+            else:
+                result = await self._write(step, progress)
         except anyio.get_cancelled_exc_class():
             self._record(step, _failed(step, progress, None, INTERRUPTED))
             raise
+        except errors.Unauthenticated as exc:
+            self._aborted = self._aborted or f"the API key was rejected (401): {exc.message}"
+            result = _failed(step, progress, exc, str(exc))
+        except errors.PermissionDenied as exc:
+            self._refused.setdefault(
+                step.account,
+                f"account {step.account!r} refused the API key (403): {exc.message}",
+            )
+            result = _failed(step, progress, exc, str(exc))
+        except errors.ApiError as exc:
+            result = _failed(step, progress, exc, str(exc))
         self._record(step, result)
 
     def _blocked(self, account: str) -> str | None:
@@ -122,38 +141,23 @@ class Runner:
         if self._state is not None:
             self._state.settle(step, result.status)
 
-    async def _perform(self, step: Step, progress: _Progress) -> Result:
-        try:
-            if step.action is Action.DELETE:
-                return await self._delete(step, progress)
-            if step.spec is None:
-                raise ValueError(f"a {step.action} step needs a spec")
-            return await self._write(step, step.spec, progress)
-        except errors.Unauthenticated as exc:
-            self._aborted = self._aborted or f"the API key was rejected (401): {exc.message}"
-            return _failed(step, progress, exc, str(exc))
-        except errors.PermissionDenied as exc:
-            self._refused.setdefault(
-                step.account,
-                f"account {step.account!r} refused the API key (403): {exc.message}",
-            )
-            return _failed(step, progress, exc, str(exc))
-        except errors.ApiError as exc:
-            return _failed(step, progress, exc, str(exc))
-
     async def _delete(self, step: Step, progress: _Progress) -> Result:
         try:
-            delete = partial(self._api.delete, step.account, step.secret_id)
-            status = await self._send(delete, step, progress)
+            status = await self._request(
+                step, progress, self._api.delete, step.account, step.secret_id
+            )
         except errors.NotFound as exc:  # gone already: what was wanted
             return _succeeded(step, progress, exc.status)
         return _succeeded(step, progress, status)
 
-    async def _write(self, step: Step, spec: SecretSpec, progress: _Progress) -> Result:
+    async def _write(self, step: Step, progress: _Progress) -> Result:
+        spec = step.spec
+        if spec is None:
+            raise ValueError(f"a {step.action} step needs a spec")
         for _ in range(_MAX_TURNS):
             if progress.action is Action.CREATE:
                 try:
-                    status = await self._send(partial(self._api.create, spec), step, progress)
+                    status = await self._request(step, progress, self._api.create, spec)
                 except errors.AlreadyExists as exc:
                     if self._options.on_existing is OnExisting.SKIP:
                         return _failed(step, progress, exc, "already exists", Status.SKIPPED)
@@ -163,21 +167,38 @@ class Runner:
                     continue
             else:
                 try:
-                    status = await self._send(partial(self._api.update, spec), step, progress)
+                    status = await self._request(step, progress, self._api.update, spec)
                 except errors.NotFound:
                     progress.action = Action.CREATE
                     continue
             return _succeeded(step, progress, status)
         return _failed(step, progress, None, "the secret kept being deleted and created by others")
 
-    async def _send(
-        self, call: Callable[[], Awaitable[int]], step: Step, progress: _Progress
+    async def _request(
+        self,
+        step: Step,
+        progress: _Progress,
+        call: Callable[..., Awaitable[int]],
+        *args: Any,
     ) -> int:
-        async def once() -> int:
-            progress.attempts += 1
-            return await call()
+        """One request in its account's turn; retried only when it fails in a way that may pass.
 
-        return await self._retry.call(once, stopped=lambda: self._blocked(step.account) is not None)
+        The first attempt is made here, outside the retry machinery, so that a request that
+        succeeds first time pays nothing for it.
+        """
+        progress.attempts += 1
+        try:
+            return await self._rates.call(step.account, call, *args)
+        except errors.TransientError as exc:
+            failure = exc
+
+        async def again() -> int:
+            progress.attempts += 1
+            return await self._rates.call(step.account, call, *args)
+
+        return await self._retry.after(
+            failure, again, stopped=lambda: self._blocked(step.account) is not None
+        )
 
 
 def _settled(step: Step, status: Status, reason: str | None) -> Result:

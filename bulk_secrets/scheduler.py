@@ -30,17 +30,17 @@ class Scheduler:
         self._waiting = anyio.Lock()
 
     async def take(self) -> Step | None:
-        """The next step to carry out, or None when there are no more."""
-        chosen = self._choose()
+        """The next step to carry out, or None when there are no more; waits for a turn."""
+        chosen = self.take_now()
         if not isinstance(chosen, float):
             return chosen
         async with self._waiting:  # one worker at a time waits for a turn; the rest queue here
             # Waiting for a moment in time (a rate's next slot), not for a flag: sleep is right.
-            while isinstance(chosen := self._choose(), float):  # noqa: ASYNC110
+            while isinstance(chosen := self.take_now(), float):  # noqa: ASYNC110
                 await anyio.sleep(chosen)
             return chosen
 
-    def _choose(self) -> Step | float | None:
+    def take_now(self) -> Step | float | None:
         """A step that may go now, else the seconds until one may, else None (no more)."""
         self._fill()
         if not self._queued:
