@@ -1,0 +1,57 @@
+"""The benchmark harness still runs: a quick run, end to end, with no timing asserted."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ("latency-0ms", "latency-50ms", "sweep-50ms", "rate-limited")
+CLIENTS = {
+    "latency-0ms": {"sequential", "bare", "apply"},
+    "latency-50ms": {"sequential", "bare", "apply"},
+    "sweep-50ms": {"bare", "apply"},
+    "rate-limited": {"apply"},
+}
+TIMEOUT = 80  # seconds, within pytest-timeout's 120 with the 30 of the way out; a run takes ~10
+
+
+def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--skip-memory"]
+    command += ["--secrets", "200", "--json-out", str(out)]
+    with subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            # SIGTERM lets the harness stop its emulators and clients on the way out.
+            process.send_signal(signal.SIGTERM)
+            stdout, stderr = process.communicate(timeout=30)
+            raise AssertionError(f"the quick benchmark took over {TIMEOUT}s:\n{stderr}") from None
+    assert process.returncode == 0, f"{stdout}\n{stderr}"
+    assert "targets:" in stdout
+    record = json.loads(out.read_text())
+    assert record["failed_runs"] == 0
+    assert record["machine"]["python"]
+    assert set(SCENARIOS) <= set(record["scenarios"])
+    for name in SCENARIOS:
+        measurements = record["scenarios"][name]["measurements"]
+        assert {m["client"] for m in measurements} == CLIENTS[name], name
+        for m in measurements:
+            assert m["error"] is None, (name, m)
+            assert m["rate"] > 0, (name, m["client"], m["concurrency"])
+            assert m["succeeded"] == m["secrets"], (name, m["client"], m["concurrency"])
+            assert m["requests_by_status"], (name, m["client"])
+    assert record["checks"] and all(
+        c["verdict"] in {"PASS", "MISS", "SKIP"} for c in record["checks"]
+    )
