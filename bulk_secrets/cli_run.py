@@ -115,7 +115,7 @@ def _show_plan(plan: Plan, manifests: ManifestSet, *, as_json: bool) -> int:
 
 
 def _verify(plan: Plan, manifests: ManifestSet, *, as_json: bool) -> int:
-    found = drift(plan, manifests.targets())
+    found = drift(plan, manifests.targets)
     print_drift(found, as_json=as_json)
     say(
         f"verify: {len(found.missing)} missing, {len(found.renamed)} with another keyName, "

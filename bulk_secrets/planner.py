@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -90,25 +90,29 @@ class Plan:
         """With prune: every listed secret that no target names and no keep glob spares."""
         if not self.options.prune or self.aborted:
             return
-        named: dict[str, set[str]] = {account: set() for account in self.listings}
+        self.deletions = [
+            step for step in self.unnamed(targets) if not self._kept(step.secret_id, step.key_name)
+        ]
+
+    def unnamed(self, targets: Iterable[Target]) -> list[Step]:
+        """Every listed secret that no target names, as a deletion, account by account."""
+        named: dict[str, set[str]] = {}
         for target in targets:
-            if target.account in named:
-                named[target.account].add(target.secret_id)
-        for account, listing in sorted(self.listings.items()):
-            if listing.problem:
-                continue
-            for secret_id, key_name in sorted(listing.secrets.items()):
-                if secret_id in named[account] or self._kept(secret_id, key_name):
-                    continue
-                self.deletions.append(
-                    Step(
-                        account=account,
-                        key_name=key_name,
-                        secret_id=secret_id,
-                        location=f"(in {account}, not in the manifests)",
-                        action=Action.DELETE,
-                    )
-                )
+            if target.account in self.listings:
+                named.setdefault(target.account, set()).add(target.secret_id)
+        return [
+            Step(
+                account=account,
+                key_name=key_name,
+                secret_id=secret_id,
+                location=f"(in {account}, not in the manifests)",
+                action=Action.DELETE,
+            )
+            for account, listing in sorted(self.listings.items())
+            if not listing.problem
+            for secret_id, key_name in sorted(listing.secrets.items())
+            if secret_id not in named.get(account, ())
+        ]
 
     def _kept(self, secret_id: str, key_name: str) -> bool:
         return any(
@@ -173,18 +177,19 @@ class Drift:
         return not (self.missing or self.renamed or self.unexpected or self.unreachable)
 
 
-def drift(plan: Plan, targets: Iterable[Target]) -> Drift:
-    """Compare the listings with what the manifests name (values cannot be read back)."""
-    found = Drift()
+def drift(plan: Plan, targets: Callable[[], Iterable[Target]]) -> Drift:
+    """Compare the listings with what the manifests name (values cannot be read back).
+
+    ``targets`` is called twice: once to find what is missing, once what is unexpected.
+    """
+    found = Drift(unexpected=plan.unnamed(targets()))
     for account, listing in plan.listings.items():
         if listing.problem:
             found.unreachable[account] = listing.problem
-    named: dict[str, set[str]] = {}
-    for target in targets:
+    for target in targets():
         listed = plan.listings.get(target.account)
         if listed is None or listed.problem:
             continue
-        named.setdefault(target.account, set()).add(target.secret_id)
         step = Step(
             account=target.account,
             key_name=target.key_name,
@@ -197,16 +202,4 @@ def drift(plan: Plan, targets: Iterable[Target]) -> Drift:
             found.missing.append(step)
         elif actual != target.key_name:
             found.renamed.append((step, actual))
-    for account, listing in sorted(plan.listings.items()):
-        for secret_id, key_name in sorted(listing.secrets.items()):
-            if secret_id not in named.get(account, set()):
-                found.unexpected.append(
-                    Step(
-                        account=account,
-                        key_name=key_name,
-                        secret_id=secret_id,
-                        location=f"(in {account}, not in the manifests)",
-                        action=Action.DELETE,
-                    )
-                )
     return found
