@@ -14,7 +14,7 @@ import anyio
 from .cli_emulator import SANDBOX_KEY
 from .errors import UsageError
 from .manifest import ManifestSet
-from .models import Credentials, SecretValue
+from .models import Credentials, SecretValue, Status
 from .options import ApplyOptions, OnExisting, RetryOptions
 from .output import (
     EXIT_ABORTED,
@@ -97,6 +97,11 @@ async def _run(
             raise
         say(f"applying {manifests.count} secrets at {options.base_url}")
         summary = await provisioner.execute(plan, report)
+    for failure in summary.first_failures:
+        say(f"failed: {failure.account} {failure.key_name} ({failure.location}): {failure.error}")
+    failed = summary.count(Status.FAILED)
+    if failed > len(summary.first_failures):
+        say(f"... and {failed - len(summary.first_failures)} more failed: see --report")
     say(summary.line())
     if as_json:
         print(json.dumps(summary.to_record(), indent=2))

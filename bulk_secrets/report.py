@@ -39,6 +39,9 @@ FIELDS = (
 )
 
 
+FAILURES_KEPT = 20  # failures the summary keeps to show, whatever the run's size
+
+
 @dataclass
 class Summary:
     """Counts of a run, kept as results arrive: its size does not grow with the manifest."""
@@ -50,12 +53,15 @@ class Summary:
     aborted: str | None = None
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
+    first_failures: list[Result] = field(default_factory=list)  # at most FAILURES_KEPT
 
     def add(self, result: Result) -> None:
         status = result.status
         self.by_status[status._value_] += 1
         if status is not Status.NOT_ATTEMPTED:
             self.by_action[result.action._value_] += 1
+        if status is Status.FAILED and len(self.first_failures) < FAILURES_KEPT:
+            self.first_failures.append(result)
 
     @property
     def total(self) -> int:

@@ -242,3 +242,20 @@ async def test_converges_through_every_fault_at_once(tmp_path: Path) -> None:
     assert {r["secretId"] for r in data["results"]} == set(stored)
     for output in (out, err, report.read_text()):
         assert CANARY not in output
+
+
+async def test_failures_are_named_on_stderr_without_values(tmp_path: Path) -> None:
+    manifest = write_yaml_manifest(tmp_path / "m.yaml", 30)
+    async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
+        for i in range(25):
+            server.put(ACCOUNT, f"secret-{i:05d}", key_for(i), "old")
+        code, _, err = await run_cli(
+            "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url,
+            "--on-existing", "fail",
+        )  # fmt: skip
+    assert code == 1
+    named = [line for line in err.splitlines() if line.startswith("bulk-secrets: failed: ")]
+    assert len(named) == 20
+    assert f"{ACCOUNT} {key_for(0)} ({manifest}:2): already exists (--on-existing fail)" in err
+    assert "... and 5 more failed: see --report" in err
+    assert CANARY not in err
