@@ -55,6 +55,7 @@ class SecretsClient:
         self._connections = connections
         self._timeout = timeout
         self._headers: dict[str, dict[str, str]] = {}
+        self._urls: dict[str, str] = {}
         self._session: aiohttp.ClientSession | None = None
         self.requests_sent = 0
 
@@ -125,7 +126,11 @@ class SecretsClient:
                 return
 
     def _secrets_url(self, account: str) -> str:
-        return f"{self._base_url}/v1/accounts/{quote(account, safe='')}/secrets"
+        url = self._urls.get(account)
+        if url is None:
+            url = f"{self._base_url}/v1/accounts/{quote(account, safe='')}/secrets"
+            self._urls[account] = url
+        return url
 
     def _secret_url(self, account: str, secret_id: str) -> str:
         return f"{self._secrets_url(account)}/{quote(secret_id, safe='')}"

@@ -130,7 +130,10 @@ class Rates:
     ) -> T:
         """Send one request to ``account`` in its turn, and learn from the answer."""
         rate = self.of(account)
-        sent_at = await self._turn(rate)
+        now = self._clock()
+        sent_at = rate.reserve(now)
+        if sent_at > now:
+            sent_at = await self._wait_turn(rate, sent_at)
         try:
             answer = await request(*args, **kwargs)
         except RateLimited as exc:
@@ -139,12 +142,11 @@ class Rates:
         rate.succeeded(self._clock())
         return answer
 
-    async def _turn(self, rate: AccountRate) -> float:
+    async def _wait_turn(self, rate: AccountRate, start: float) -> float:
+        """Sleep until the slot taken at ``start``; take another if a pause came meanwhile."""
         while True:
+            await self._sleep(start - self._clock())
             now = self._clock()
-            start = rate.reserve(now)
-            if start <= now:
-                return now
-            await self._sleep(start - now)
-            if self._clock() >= rate.paused_until:  # else a Retry-After came meanwhile
+            if now >= rate.paused_until:
                 return start
+            start = rate.reserve(now)
