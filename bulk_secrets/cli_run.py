@@ -150,9 +150,15 @@ def _credentials(manifests: ManifestSet, *, sandbox: bool) -> Credentials:
     if sandbox:
         return Credentials(SecretValue(SANDBOX_KEY))
     per_account: dict[str, SecretValue] = {}
+    named: dict[str, str] = {}
     for manifest in manifests:
         for account, var in manifest.api_keys.items():
-            per_account.setdefault(account, SecretValue(os.environ[var]))
+            if named.setdefault(account, var) != var:
+                raise UsageError(
+                    f"two API keys for account {account!r}: {named[account]} and {var} "
+                    f"({manifest.name}); name one"
+                )
+            per_account[account] = SecretValue(os.environ[var])
     key = os.environ.get("FIREWORKS_API_KEY")
     if not key:
         missing = sorted(set(manifests.accounts()) - per_account.keys())

@@ -4,10 +4,9 @@ Reports write an allow-list of fields (:meth:`Result.to_record`); no value ever 
 
 - JSON: ``{"summary": {...}, "results": [...]}``. Results stream to ``PATH.partial`` and the
   final file replaces it atomically when the run ends.
-- JSONL: one result per line, written as results arrive (those of one event-loop turn
-  together), so a killed run leaves every finished result on disk; the last line is
-  ``{"summary": {...}}``.
-- CSV: a header, then one row per result.
+- JSONL: one result per line, written as results arrive (flushed once per event-loop turn),
+  so a killed run leaves every finished result on disk; the last line is ``{"summary": ...}``.
+- CSV: a header, then one row per result, flushed the same way.
 """
 
 from __future__ import annotations
@@ -160,43 +159,53 @@ class JsonReport:
         self._partial.unlink()
 
 
-class JsonlReport:
-    """One line per result. Lines finished in the same turn of the event loop go to the file in
-    one write, at the end of that turn; so a killed run keeps every result finished before its
-    last turn, at a fraction of the cost of a write per line."""
+class _FlushedEachTurn:
+    """A report file flushed at the end of each event-loop turn in which it was written: so a
+    killed run keeps every result finished before its last turn, for one write per turn, not
+    one per line."""
 
-    def __init__(self, path: Path) -> None:
-        self._file = path.open("wb", buffering=0)
-        self._pending: list[str] = []
+    def __init__(self, file: IO[str]) -> None:
+        self._file = file
+        self._flush_due = False
 
-    def write(self, result: Result) -> None:
-        if not self._pending:
-            try:
-                asyncio.get_running_loop().call_soon(self._flush)
-            except RuntimeError:  # no event loop: written at once
-                self._file.write((json_line(result) + "\n").encode())
-                return
-        self._pending.append(json_line(result))
+    def _written(self) -> None:
+        if self._flush_due:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._flush)
+        except RuntimeError:  # no event loop: flushed at once
+            self._file.flush()
+            return
+        self._flush_due = True
 
     def _flush(self) -> None:
-        if self._pending and not self._file.closed:
-            self._file.write(("\n".join(self._pending) + "\n").encode())
-        self._pending.clear()
+        self._flush_due = False
+        if not self._file.closed:
+            self._file.flush()
+
+
+class JsonlReport(_FlushedEachTurn):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path.open("w", encoding="utf-8"))
+
+    def write(self, result: Result) -> None:
+        self._file.write(json_line(result) + "\n")
+        self._written()
 
     def finish(self, summary: Summary) -> None:
-        self._flush()
-        self._file.write((json.dumps({"summary": summary.to_record()}) + "\n").encode())
+        self._file.write(json.dumps({"summary": summary.to_record()}) + "\n")
         self._file.close()
 
 
-class CsvReport:
+class CsvReport(_FlushedEachTurn):
     def __init__(self, path: Path) -> None:
-        self._file: IO[str] = path.open("w", encoding="utf-8", newline="")
+        super().__init__(path.open("w", encoding="utf-8", newline=""))
         self._writer = csv.DictWriter(self._file, fieldnames=FIELDS)
         self._writer.writeheader()
 
     def write(self, result: Result) -> None:
         self._writer.writerow(result.to_record())
+        self._written()
 
     def finish(self, summary: Summary) -> None:
         self._file.close()

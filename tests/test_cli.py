@@ -259,3 +259,18 @@ async def test_failures_are_named_on_stderr_without_values(tmp_path: Path) -> No
     assert f"{ACCOUNT} {key_for(0)} ({manifest}:2): already exists (--on-existing fail)" in err
     assert "... and 5 more failed: see --report" in err
     assert CANARY not in err
+
+
+async def test_two_api_keys_for_one_account_is_a_usage_error(tmp_path: Path) -> None:
+    for name, var in (("a.yaml", "KEY_ONE"), ("b.yaml", "KEY_TWO")):
+        (tmp_path / name).write_text(
+            f"account: team-a\napiKeys: {{team-a: {{fromEnv: {var}}}}}\n"
+            f'secrets: {{{name[0].upper()}_TOKEN: "t"}}\n'
+        )
+    env = {**cli_env(), "KEY_ONE": "1", "KEY_TWO": "2"}
+    args = (str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"), "--sandbox")
+    code, _, err = await run_cli("plan", *args, env=env)
+    assert code == 0  # the sandbox has its own key
+    code, _, err = await run_cli("plan", *args[:2], "--base-url", "http://127.0.0.1:9", env=env)
+    assert code == 2
+    assert "two API keys for account 'team-a': KEY_ONE and KEY_TWO" in err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import signal
 import sys
@@ -189,9 +191,12 @@ async def test_verify_reports_drift_by_name(tmp_path: Path) -> None:
     assert [d["secretId"] for d in drift["unexpected"]] == ["stray"]
 
 
-async def test_killed_run_leaves_whole_lines_and_only_failed_finishes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+async def test_killed_run_leaves_whole_lines_and_only_failed_finishes(
+    tmp_path: Path, suffix: str
+) -> None:
     manifest = write_yaml_manifest(tmp_path / "m.yaml", 200)
-    first, second = tmp_path / "first.jsonl", tmp_path / "second.json"
+    first, second = tmp_path / f"first{suffix}", tmp_path / "second.json"
     config = EmulatorConfig(keys={API_KEY: None}, faults=Faults(write_latency=0.01))
     async with running_emulator(config) as server:
         process = await anyio.open_process(
@@ -206,11 +211,15 @@ async def test_killed_run_leaves_whole_lines_and_only_failed_finishes(tmp_path: 
             process.send_signal(signal.SIGKILL)
             with anyio.fail_after(30):
                 assert await process.wait() == -signal.SIGKILL
-        lines = first.read_text().splitlines()
-        records = [json.loads(line) for line in lines]  # every line parses on its own
+        text = first.read_text()
+        assert text.endswith("\n")  # whole lines only
+        if suffix == ".jsonl":
+            records = [json.loads(line) for line in text.splitlines()]  # each parses alone
+            assert "summary" not in records[-1]  # killed: no summary line was written
+        else:
+            records = list(csv.DictReader(io.StringIO(text, newline="")))
         assert 40 <= len(records) < 200
         assert all(r["status"] == "succeeded" for r in records)
-        assert "summary" not in records[-1]  # killed: no summary line was written
 
         resume = ("--only-failed", str(first), "--report", str(second))
         code, _, err = await run_cli("apply", str(manifest), *_target(server, *resume))
