@@ -145,7 +145,7 @@ class Rates:
     async def _wait_turn(self, rate: AccountRate, start: float) -> float:
         """Sleep until the slot taken at ``start``; take another if a pause came meanwhile."""
         while True:
-            await self._sleep(start - self._clock())
+            await self._sleep(max(0.0, start - self._clock()))  # time may have passed it
             now = self._clock()
             if now >= rate.paused_until:
                 return start

@@ -91,3 +91,24 @@ async def test_rates_call_waits_its_turn_and_learns() -> None:
     assert rates.of("b").ready_at() <= clock.now  # other accounts go on
     with pytest.raises(ServerError):  # neither success nor 429: the rate stays
         await rates.call("b", broken)
+
+
+@pytest.mark.anyio
+async def test_a_turn_already_past_sleeps_no_negative_time() -> None:
+    """Time goes on between taking a slot and sleeping for it: the sleep is then zero."""
+    ticks = iter(100.0 + 0.1 * i for i in range(1000))  # slots are 0.25 s apart
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("delay must be a non-negative number")  # as anyio.sleep does
+        sleeps.append(seconds)
+
+    rates = Rates(4.0, clock=lambda: next(ticks), sleep=sleep)
+
+    async def ok() -> int:
+        return 200
+
+    for _ in range(5):
+        assert await rates.call("a", ok) == 200
+    assert sleeps and all(seconds >= 0 for seconds in sleeps)
