@@ -57,17 +57,29 @@ def _parser() -> argparse.ArgumentParser:
     _manifest_arguments(plan)
     _api_arguments(plan)
     _plan_arguments(plan)
+    plan.set_defaults(dry_run=True, yes=False, report=None, only_failed=None)
 
     verify = commands.add_parser(
         "verify", help="check that each account holds the manifests' secrets (exit 1 on drift)"
     )
     _manifest_arguments(verify)
     _api_arguments(verify)
+    verify.set_defaults(
+        on_existing=OnExisting.UPDATE.value,
+        prune=False,
+        keep=[],
+        state=None,
+        dry_run=True,
+        yes=False,
+        report=None,
+        only_failed=None,
+    )
 
     validate = commands.add_parser(
         "validate", help="check manifests offline and list what apply would write"
     )
     _manifest_arguments(validate)
+    validate.set_defaults(sandbox=False)
     cli_emulator.add_parser(commands)
     return parser
 
@@ -207,8 +219,7 @@ def _load(args: argparse.Namespace) -> ManifestSet:
                 raise UsageError(f"--account: {problem}")
         accounts = list(dict.fromkeys(args.account))
     from_env = os.environ.get("FIREWORKS_ACCOUNT_ID")
-    sandbox = getattr(args, "sandbox", False)
-    default = [SANDBOX_ACCOUNT] if sandbox else [from_env] if from_env else []
+    default = [SANDBOX_ACCOUNT] if args.sandbox else [from_env] if from_env else []
     manifests = load_manifests(
         args.manifests, format=args.format, accounts=accounts, default_accounts=default
     )

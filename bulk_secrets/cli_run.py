@@ -41,11 +41,11 @@ def run(args: argparse.Namespace, manifests: ManifestSet, started: float) -> int
         max_rps=args.max_rps,
         timeout=args.timeout,
         retry=RetryOptions(retries=args.retries),
-        on_existing=OnExisting(getattr(args, "on_existing", OnExisting.UPDATE)),
-        prune=getattr(args, "prune", False),
-        keep=tuple(getattr(args, "keep", ())),
+        on_existing=OnExisting(args.on_existing),
+        prune=args.prune,
+        keep=tuple(args.keep),
     )
-    check_report_path(getattr(args, "report", None))
+    check_report_path(args.report)
     code: int = anyio.run(_run, args, manifests, options, started, backend_options=loop_options())
     return code
 
@@ -65,10 +65,8 @@ async def _run(
                 "with a throwaway key; nothing leaves this machine"
             )
         credentials = _credentials(manifests, sandbox=args.sandbox)
-        state_path = getattr(args, "state", None)
-        state = None if state_path is None else State(state_path, credentials)
-        only_failed = getattr(args, "only_failed", None)
-        done = None if only_failed is None else read_done(only_failed)
+        state = None if args.state is None else State(args.state, credentials)
+        done = None if args.only_failed is None else read_done(args.only_failed)
         provisioner = await stack.enter_async_context(
             Provisioner(
                 manifests,
@@ -84,7 +82,7 @@ async def _run(
         as_json = args.output == "json"
         if args.command == "verify":
             return _verify(await provisioner.plan(), manifests, as_json=as_json)
-        if args.command == "plan" or args.dry_run:
+        if args.dry_run:  # plan, or apply --dry-run
             return _show_plan(await provisioner.plan(), manifests, as_json=as_json)
         report = open_report(args.report)
         try:
