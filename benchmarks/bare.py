@@ -30,11 +30,11 @@ import aiohttp
 
 
 def key_for(index: int) -> str:
-    return f"BENCH_{index:06d}"  # the same as run.py's
+    return f"BENCH_{index:06d}"  # the same as clients.py's
 
 
 def value_for(index: int) -> str:
-    return f"bench-value-{index:07d}-abcdefghijklmnopqrstuvwxyz"  # the same as run.py's
+    return f"bench-value-{index:07d}-abcdefghijklmnopqrstuvwxyz"  # the same as clients.py's
 
 
 async def create_all(

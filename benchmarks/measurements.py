@@ -1,0 +1,152 @@
+"""What the harness records: one client's run, a scenario, a target check, the settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The zero of since_start, and so of every began_at and ended_at. run.py sets it again once
+# every module is imported, so that, as in a one-file harness, imports are not counted.
+STARTED = time.perf_counter()
+
+EXTRA_CONNECTIONS = 4  # apply may open at most concurrency + this many TCP connections
+
+
+def since_start() -> float:
+    return time.perf_counter() - STARTED
+
+
+class RunFailed(Exception):
+    """A client run gave no measurement: it crashed, timed out or printed no summary."""
+
+
+@dataclass
+class Measurement:
+    """One client's run against one fresh emulator."""
+
+    scenario: str
+    client: str  # "sequential", "bare" or "apply"
+    concurrency: int
+    latency_ms: float
+    secrets: int  # asked for (for sequential: the sample size)
+    succeeded: int = 0
+    # Timed inside the client: the sequential loop; bare.py's loop (session open to close);
+    # apply's summary durationSeconds (the run as the CLI times it; no interpreter start-up).
+    work_seconds: float = 0.0
+    wall_seconds: float = 0.0  # the whole client process, interpreter start-up included
+    server: str = ""  # the emulator's fault knobs
+    loop: str | None = None  # bare's event loop (apply picks the same: uvloop if installed)
+    max_rps: float | None = None  # apply's --max-rps
+    sampled: bool = False
+    requests_by_status: dict[str, int] = field(default_factory=dict)  # from /_emulator/stats
+    connections: int | None = None  # TCP connections the client opened (from the stats)
+    peak_rss_kib: int | None = None
+    client_cpu_seconds: float | None = None
+    server_cpu_seconds: float | None = None
+    exit_code: int | None = None
+    summary: dict[str, Any] | None = None  # apply's JSON summary
+    ratio_vs_bare: float | None = None
+    ratio_vs_sequential: float | None = None
+    repeat_rates: list[float] = field(default_factory=list)  # every repeat; this is the median
+    note: str = ""
+    error: str | None = None  # why there is no measurement
+    # Seconds since the harness started: when this run's emulator was started, and when the
+    # run was over (emulator stopped). What lies between runs is the harness's own time.
+    began_at: float = field(default_factory=since_start)
+    ended_at: float | None = None
+
+    @property
+    def rate(self) -> float:
+        """Secrets created per second of ``work_seconds``."""
+        return self.succeeded / self.work_seconds if self.work_seconds > 0 else 0.0
+
+    @property
+    def wall_rate(self) -> float:
+        return self.succeeded / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    @property
+    def requests(self) -> int:
+        return sum(self.requests_by_status.values())
+
+    @property
+    def share_429(self) -> float:
+        limited = sum(n for k, n in self.requests_by_status.items() if k.endswith(" 429"))
+        return limited / self.requests if self.requests else 0.0
+
+    @property
+    def peak_rss_mib(self) -> float | None:
+        return None if self.peak_rss_kib is None else self.peak_rss_kib / 1024
+
+    @property
+    def all_succeeded(self) -> bool:
+        return self.error is None and self.succeeded == self.secrets
+
+    @property
+    def connection_limit(self) -> int:
+        return self.concurrency + EXTRA_CONNECTIONS
+
+    def to_dict(self) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        record.update(
+            rate=self.rate,
+            wall_rate=self.wall_rate,
+            requests=self.requests,
+            share_429=self.share_429,
+            peak_rss_mib=self.peak_rss_mib,
+            all_succeeded=self.all_succeeded,
+            connection_limit=self.connection_limit,
+        )
+        return record
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    measurements: list[Measurement] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def find(self, client: str, concurrency: int | None = None) -> Measurement | None:
+        for m in self.measurements:
+            if m.client == client and concurrency in (None, m.concurrency):
+                return m
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "description": self.description,
+            "measurements": [m.to_dict() for m in self.measurements],
+            **self.extra,
+        }
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    observed: str
+    passed: bool | None  # None: not measured in this run
+
+    @property
+    def verdict(self) -> str:
+        return "SKIP" if self.passed is None else "PASS" if self.passed else "MISS"
+
+
+@dataclass(frozen=True)
+class Settings:
+    secrets: int
+    quick: bool
+    sequential_sample: dict[float, int]
+    repeats: int
+    sweep: tuple[int, ...]
+    rate_limited_secrets: int
+    memory_rows: tuple[int, ...]  # empty: memory is not measured
+    json_out: Path
+
+
+def ratio(numerator: Measurement | None, denominator: Measurement | None) -> float | None:
+    if numerator is None or denominator is None or denominator.rate <= 0:
+        return None
+    return numerator.rate / denominator.rate
