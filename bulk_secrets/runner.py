@@ -138,7 +138,7 @@ class Runner:
     def _record(self, step: Step, result: Result) -> None:
         self._summary.add(result)
         self._sink.write(result)
-        if self._state is not None:
+        if self._state is not None and step.outcome is None:  # settled by the plan: no write
             self._state.settle(step, result.status)
 
     async def _delete(self, step: Step, progress: _Progress) -> Result:

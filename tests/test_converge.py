@@ -247,3 +247,19 @@ async def test_apply_output_json_prints_the_summary(tmp_path: Path) -> None:
     assert summary["retries"] == 0
     assert summary["durationSeconds"] > 0
     assert "5 succeeded" in err
+
+
+async def test_a_write_refused_by_policy_keeps_the_state_of_what_is_there(tmp_path: Path) -> None:
+    manifest = write_yaml_manifest(tmp_path / "m.yaml", 3)
+    original = manifest.read_text()
+    state = tmp_path / "state.json"
+    async with running_emulator(KEYS) as server:
+        args = ("apply", str(manifest), *_target(server, "--state", str(state)))
+        assert (await run_cli(*args))[0] == 0
+        manifest.write_text(original.replace(json.dumps(value_for(1)), json.dumps("other")))
+        code, _, _ = await run_cli(*args, "--on-existing", "fail")
+        assert code == 1  # the changed secret exists: failed by policy, nothing written
+        manifest.write_text(original)  # back to what the account holds
+        server.stats.reset()
+        assert (await run_cli(*args))[0] == 0
+        assert server.stats.writes == 0
