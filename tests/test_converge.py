@@ -102,8 +102,7 @@ async def test_state_makes_an_unchanged_rerun_write_nothing(tmp_path: Path) -> N
         # One value changes in the manifest; one secret is deleted behind the tool's back.
         text = manifest.read_text()
         manifest.write_text(text.replace(json.dumps(value_for(3)), json.dumps("changed")))
-        store = server._store[ACCOUNT]
-        del store["secret-00007"]
+        server.remove(ACCOUNT, "secret-00007")
         server.stats.reset()
         code, _, err = await run_cli(*args, "--report", str(report))
         assert code == 0, err
@@ -176,9 +175,8 @@ async def test_verify_reports_drift_by_name(tmp_path: Path) -> None:
         assert "cannot be read back" in err
 
         server.stats.reset()
-        store = server._store[ACCOUNT]
-        del store["secret-00002"]
-        store["secret-00004"] = ("OTHER_NAME", "v")
+        server.remove(ACCOUNT, "secret-00002")  # drift made by someone else
+        server.put(ACCOUNT, "secret-00004", "OTHER_NAME", "v")
         server.put(ACCOUNT, "stray", "STRAY", "v")
         code, out, _ = await run_cli("verify", str(manifest), *_target(server, "--output", "json"))
         assert server.stats.writes == 0

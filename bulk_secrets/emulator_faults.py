@@ -1,0 +1,128 @@
+"""The emulator's fault knobs, :class:`Faults`, and how they act, :class:`FaultInjector`.
+
+Faults are decided after authentication, and repeat with ``seed``:
+
+- ``latency`` + uniform ``jitter``: extra seconds before each API request is handled, and
+  ``write_latency`` more for each POST, PATCH and DELETE;
+- ``rate_limit`` (requests/s per account) and ``burst``: a token bucket; excess gets 429, with
+  ``Retry-After`` when ``retry_after`` is set;
+- ``error_rate``: a 500/502/503/504 with no change applied;
+- ``drop_rate``: the TCP connection is closed with no answer and no change applied;
+- ``write_then_fail_rate``: a successful POST/PATCH/DELETE is applied, then answered with a 503
+  or a dropped connection (half each).
+"""
+
+import asyncio
+import math
+import random
+from dataclasses import dataclass
+
+from .emulator_store import WRITE_METHODS, ApiError
+
+SERVER_ERRORS = (500, 502, 503, 504)
+DROP = 0  # the fault "drop the connection, answer nothing"; Stats counts it as status 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Faults:
+    """Faults to inject into API requests; all random choices come from one ``Random(seed)``."""
+
+    latency: float = 0.0
+    jitter: float = 0.0
+    write_latency: float = 0.0
+    rate_limit: float = 0.0  # requests per second per account; 0 = no limit
+    burst: int | None = None  # bucket size; None = max(1, int(rate_limit))
+    retry_after: bool = True
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    write_then_fail_rate: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("latency", "jitter", "write_latency", "rate_limit"):
+            number = getattr(self, name)
+            if not (math.isfinite(number) and number >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {number!r}")
+        for name in ("error_rate", "drop_rate", "write_then_fail_rate"):
+            share = getattr(self, name)
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name} must be a share between 0 and 1, got {share!r}")
+        if self.burst is not None and self.burst < 1:
+            raise ValueError(f"burst must be >= 1 (or None for the default), got {self.burst!r}")
+
+    @property
+    def bucket_size(self) -> int:
+        return self.burst if self.burst is not None else max(1, int(self.rate_limit))
+
+
+@dataclass
+class TokenBucket:
+    rate: float
+    size: int
+    tokens: float
+    updated: float
+
+    def take(self, now: float) -> float:
+        """Take a token; return 0.0 on success, else the seconds until one is free."""
+        self.tokens = min(float(self.size), self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+class FaultInjector:
+    """One emulator's faults in action: a token bucket per account and one ``Random(seed)``.
+
+    The handler asks, in this order: :meth:`take_token`, :meth:`delay`,
+    :meth:`before_handling`, then (if the call succeeded) :meth:`after_handling`; a knob at 0
+    draws no random number, so the same seed and requests give the same faults.
+    """
+
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+        self._rng = random.Random(faults.seed)
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def take_token(self, account: str) -> None:
+        """Raise a 429 :class:`ApiError` if the account's bucket is empty."""
+        faults = self.faults
+        if faults.rate_limit <= 0:
+            return
+        now = asyncio.get_running_loop().time()
+        if account not in self._buckets:  # a new account starts with a full bucket
+            size = faults.bucket_size
+            self._buckets[account] = TokenBucket(faults.rate_limit, size, size, now)
+        wait = self._buckets[account].take(now)
+        if wait > 0:
+            headers = {"Retry-After": str(max(1, math.ceil(wait)))} if faults.retry_after else {}
+            raise ApiError(429, f"rate limit exceeded for account {account!r}", headers)
+
+    async def delay(self, method: str) -> None:
+        delay = self.faults.latency
+        if method in WRITE_METHODS:
+            delay += self.faults.write_latency
+        if self.faults.jitter > 0:
+            delay += self._rng.random() * self.faults.jitter
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def before_handling(self) -> int | None:
+        """What to do instead of handling the request: :data:`DROP`, a 5xx status to answer,
+        or None to handle it."""
+        if self._chance(self.faults.drop_rate):
+            return DROP
+        if self._chance(self.faults.error_rate):
+            return self._rng.choice(SERVER_ERRORS)
+        return None
+
+    def after_handling(self, method: str) -> int | None:
+        """What to do instead of answering a handled request: :data:`DROP`, 503, or None to
+        answer it."""
+        if method in WRITE_METHODS and self._chance(self.faults.write_then_fail_rate):
+            return DROP if self._rng.random() < 0.5 else 503
+        return None
+
+    def _chance(self, share: float) -> bool:
+        return share > 0 and self._rng.random() < share
