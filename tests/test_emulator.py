@@ -12,10 +12,10 @@ from bulk_secrets.emulator import (
     Emulator,
     EmulatorConfig,
     Faults,
-    _is_loopback,
     running_emulator,
     serve,
 )
+from bulk_secrets.emulator.server import _is_loopback
 
 ACCOUNT = "acme"
 OTHER = "other"

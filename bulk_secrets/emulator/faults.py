@@ -17,7 +17,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from .emulator_store import WRITE_METHODS, ApiError
+from .store import WRITE_METHODS, ApiError
 
 SERVER_ERRORS = (500, 502, 503, 504)
 DROP = 0  # the fault "drop the connection, answer nothing"; Stats counts it as status 0

@@ -11,7 +11,7 @@ import anyio
 from .output import loop_options
 
 if TYPE_CHECKING:  # the emulator (aiohttp.web) loads only when it is used
-    from . import emulator
+    from .. import emulator
 
 SANDBOX_KEY = "sandbox-key"
 
@@ -54,7 +54,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def config_from(args: argparse.Namespace) -> emulator.EmulatorConfig:
-    from . import emulator
+    from .. import emulator
 
     keys: dict[str, frozenset[str] | None] = {}
     for item in args.key or [SANDBOX_KEY]:
@@ -76,7 +76,7 @@ def config_from(args: argparse.Namespace) -> emulator.EmulatorConfig:
 
 
 def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
-    from . import emulator
+    from .. import emulator
 
     config = config_from(args)
 

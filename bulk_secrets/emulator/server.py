@@ -14,9 +14,9 @@ What it emulates (see ``shared/fireworks/secrets-openapi.yaml`` and ``API.md``):
 
 This module is the public entry and the HTTP side: :class:`Emulator` on a real socket,
 :func:`running_emulator`, :func:`serve`, authentication, routes and :class:`Stats`. The
-secrets and the API's rules live in :mod:`.emulator_store`; the fault knobs (:class:`Faults`:
+secrets and the API's rules live in :mod:`.store`; the fault knobs (:class:`Faults`:
 latency, rate limit, errors, dropped connections, decided after authentication and repeatable
-with ``seed``) in :mod:`.emulator_faults`.
+with ``seed``) in :mod:`.faults`.
 
 :attr:`Emulator.stats` counts requests by (method, status) (status 0 = dropped), TCP
 connections and requests in flight. Two loopback-only debug routes need no key and see no
@@ -35,8 +35,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from .emulator_faults import DROP, FaultInjector, Faults
-from .emulator_store import (
+from .faults import DROP, FaultInjector, Faults
+from .store import (
     DEFAULT_PAGE_SIZE,
     MAX_ID_LENGTH,
     MAX_PAGE_SIZE,

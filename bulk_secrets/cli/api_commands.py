@@ -11,11 +11,15 @@ from contextlib import AsyncExitStack
 
 import anyio
 
-from .cli_emulator import SANDBOX_KEY
-from .errors import UsageError
-from .manifest import ManifestSet
-from .models import Credentials, SecretValue, Status
-from .options import ApplyOptions, OnExisting, RetryOptions
+from ..errors import UsageError
+from ..manifest import ManifestSet
+from ..models import Credentials, SecretValue, Status
+from ..options import ApplyOptions, OnExisting, RetryOptions
+from ..planner import Plan, drift
+from ..provision import Provisioner
+from ..report import check_report_path, open_report, read_done
+from ..state import State
+from .emulator_command import SANDBOX_KEY
 from .output import (
     EXIT_ABORTED,
     EXIT_FAILED,
@@ -26,10 +30,6 @@ from .output import (
     print_plan,
     say,
 )
-from .planner import Plan, drift
-from .provision import Provisioner
-from .report import check_report_path, open_report, read_done
-from .state import State
 
 
 def run(args: argparse.Namespace, manifests: ManifestSet, started: float) -> int:
@@ -55,7 +55,7 @@ async def _run(
 ) -> int:
     async with AsyncExitStack() as stack:
         if args.sandbox:
-            from . import emulator  # loads aiohttp.web only when it is used
+            from .. import emulator  # loads aiohttp.web only when it is used
 
             config = emulator.EmulatorConfig(keys={SANDBOX_KEY: None})
             server = await stack.enter_async_context(emulator.running_emulator(config))

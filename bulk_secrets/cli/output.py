@@ -9,8 +9,8 @@ import sys
 from collections import Counter
 from typing import Any
 
-from .models import Status, Step
-from .planner import Drift
+from ..models import Status, Step
+from ..planner import Drift
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -1,7 +1,7 @@
 """The ``bulk-secrets`` command: arguments -> options -> one library call -> exit code.
 
 ``validate`` works offline; ``apply``, ``plan`` and ``verify`` talk to the API
-(:mod:`bulk_secrets.cli_run`); ``emulator`` serves the local API (:mod:`bulk_secrets.cli_emulator`).
+(:mod:`.api_commands`); ``emulator`` serves the local API (:mod:`.emulator_command`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import cli_emulator, cli_run
-from .errors import BulkSecretsError, ManifestError, UsageError
-from .manifest import FORMATS, ManifestSet, load_manifests, read_accounts_file
-from .naming import account_id_problem
-from .options import (
+from ..errors import BulkSecretsError, ManifestError, UsageError
+from ..manifest import FORMATS, ManifestSet, load_manifests, read_accounts_file
+from ..naming import account_id_problem
+from ..options import (
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RPS,
@@ -25,6 +24,7 @@ from .options import (
     DEFAULT_TIMEOUT,
     OnExisting,
 )
+from . import api_commands, emulator_command
 from .output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say
 
 SANDBOX_ACCOUNT = "sandbox"
@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _manifest_arguments(validate)
     validate.set_defaults(sandbox=False)
-    cli_emulator.add_parser(commands)
+    emulator_command.add_parser(commands)
     return parser
 
 
@@ -184,12 +184,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         if args.command == "emulator":
-            return cli_emulator.run(args, say)
+            return emulator_command.run(args, say)
         started = time.monotonic()
         manifests = _load(args)
         if args.command == "validate":
             return _validate(manifests)
-        return cli_run.run(args, manifests, started)
+        return api_commands.run(args, manifests, started)
     except ManifestError as exc:
         say(str(exc))
         return EXIT_USAGE
