@@ -1,7 +1,9 @@
 """A local emulator of the Fireworks secrets REST API, for tests, benchmarks and ``--sandbox``.
 
-:mod:`.server` is the HTTP side, :mod:`.store` the secrets and the API's rules, :mod:`.faults`
-the fault knobs.
+:mod:`.server` is the HTTP side and the public entry (:class:`Emulator`,
+:func:`running_emulator`, :func:`serve`), :mod:`.store` the secrets and the API's rules,
+:mod:`.faults` the fault knobs. Latency and the rate limit keep time with a
+:class:`bulk_secrets.clock.Clock` (``clock=``), the system clock by default.
 """
 
 from .server import (

@@ -5,19 +5,27 @@ Faults are decided after authentication, and repeat with ``seed``:
 - ``latency`` + uniform ``jitter``: extra seconds before each API request is handled, and
   ``write_latency`` more for each POST, PATCH and DELETE;
 - ``rate_limit`` (requests/s per account) and ``burst``: a token bucket; excess gets 429, with
-  ``Retry-After`` when ``retry_after`` is set;
+  ``Retry-After`` when ``retry_after`` is set (the default): the seconds until a token is free,
+  rounded up, at least 1;
+- ``retry_after_seconds``: when set (finite, >= 0; needs ``retry_after``), every such 429 says
+  ``Retry-After: <that many seconds>`` instead, rounded up to whole seconds (``0``: retry at
+  once, so a client honouring it does not wait). The bucket alone decides what gets a 429;
 - ``error_rate``: a 500/502/503/504 with no change applied;
 - ``drop_rate``: the TCP connection is closed with no answer and no change applied;
 - ``write_then_fail_rate``: a successful POST/PATCH/DELETE is applied, then answered with a 503
   or a dropped connection (half each).
+
+Time comes from the emulator's :class:`~bulk_secrets.clock.Clock`: the token bucket reads
+``clock.now()`` and the latencies wait with ``clock.sleep()``, so a test's virtual clock drives
+both.
 """
 
-import asyncio
 import math
 import random
 from dataclasses import dataclass
 
-from .store import WRITE_METHODS, ApiError
+from ..clock import Clock
+from .store import WRITE_METHODS, ErrorReply
 
 SERVER_ERRORS = (500, 502, 503, 504)
 DROP = 0  # the fault "drop the connection, answer nothing"; Stats counts it as status 0
@@ -33,6 +41,7 @@ class Faults:
     rate_limit: float = 0.0  # requests per second per account; 0 = no limit
     burst: int | None = None  # bucket size; None = max(1, int(rate_limit))
     retry_after: bool = True
+    retry_after_seconds: float | None = None  # a fixed Retry-After; None = the bucket's wait
     error_rate: float = 0.0
     drop_rate: float = 0.0
     write_then_fail_rate: float = 0.0
@@ -47,6 +56,14 @@ class Faults:
             share = getattr(self, name)
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"{name} must be a share between 0 and 1, got {share!r}")
+        if self.retry_after_seconds is not None:
+            seconds = self.retry_after_seconds
+            if not (math.isfinite(seconds) and seconds >= 0):
+                raise ValueError(
+                    f"retry_after_seconds must be a finite number >= 0 (or None), got {seconds!r}"
+                )
+            if not self.retry_after:
+                raise ValueError("retry_after_seconds needs retry_after=True (it sets the header)")
         if self.burst is not None and self.burst < 1:
             raise ValueError(f"burst must be >= 1 (or None for the default), got {self.burst!r}")
 
@@ -80,24 +97,29 @@ class FaultInjector:
     draws no random number, so the same seed and requests give the same faults.
     """
 
-    def __init__(self, faults: Faults) -> None:
+    def __init__(self, faults: Faults, *, clock: Clock) -> None:
         self.faults = faults
+        self._clock = clock
         self._rng = random.Random(faults.seed)
         self._buckets: dict[str, TokenBucket] = {}
 
     def take_token(self, account: str) -> None:
-        """Raise a 429 :class:`ApiError` if the account's bucket is empty."""
+        """Raise a 429 :class:`ErrorReply` if the account's bucket is empty."""
         faults = self.faults
         if faults.rate_limit <= 0:
             return
-        now = asyncio.get_running_loop().time()
+        now = self._clock.now()
         if account not in self._buckets:  # a new account starts with a full bucket
             size = faults.bucket_size
             self._buckets[account] = TokenBucket(faults.rate_limit, size, size, now)
         wait = self._buckets[account].take(now)
         if wait > 0:
-            headers = {"Retry-After": str(max(1, math.ceil(wait)))} if faults.retry_after else {}
-            raise ApiError(429, f"rate limit exceeded for account {account!r}", headers)
+            headers = {"Retry-After": self._retry_after(wait)} if faults.retry_after else {}
+            raise ErrorReply(429, f"rate limit exceeded for account {account!r}", headers)
+
+    def _retry_after(self, wait: float) -> str:
+        fixed = self.faults.retry_after_seconds
+        return str(math.ceil(fixed) if fixed is not None else max(1, math.ceil(wait)))
 
     async def delay(self, method: str) -> None:
         delay = self.faults.latency
@@ -106,7 +128,7 @@ class FaultInjector:
         if self.faults.jitter > 0:
             delay += self._rng.random() * self.faults.jitter
         if delay > 0:
-            await asyncio.sleep(delay)
+            await self._clock.sleep(delay)
 
     def before_handling(self) -> int | None:
         """What to do instead of handling the request: :data:`DROP`, a 5xx status to answer,

@@ -14,16 +14,18 @@ What it emulates (see ``shared/fireworks/secrets-openapi.yaml`` and ``API.md``):
 
 This module is the public entry and the HTTP side: :class:`Emulator` on a real socket,
 :func:`running_emulator`, :func:`serve`, authentication, routes and :class:`Stats`. The
-secrets and the API's rules live in :mod:`.store`; the fault knobs (:class:`Faults`:
-latency, rate limit, errors, dropped connections, decided after authentication and repeatable
-with ``seed``) in :mod:`.faults`.
+secrets and the API's rules live in :mod:`.store` (which raises :class:`~.store.ErrorReply`
+for an error answer); the fault knobs (:class:`Faults`: latency, rate limit, errors, dropped
+connections, decided after authentication and repeatable with ``seed``) in :mod:`.faults`.
+Latency and the rate limit keep time with the :class:`~bulk_secrets.clock.Clock` given to
+:class:`Emulator` (the system clock unless a test passes a virtual one).
 
 :attr:`Emulator.stats` counts requests by (method, status) (status 0 = dropped), TCP
 connections and requests in flight. Two loopback-only debug routes need no key and see no
 faults: ``GET /_emulator/stats`` and ``GET /_emulator/accounts/{a}/secrets`` (with values).
 """
 
-import asyncio
+import asyncio  # only for the type aiohttp hands to connection_made
 import contextlib
 import ipaddress
 import re
@@ -32,16 +34,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from ..clock import SYSTEM_CLOCK, Clock
 from .faults import DROP, FaultInjector, Faults
 from .store import (
     DEFAULT_PAGE_SIZE,
     MAX_ID_LENGTH,
     MAX_PAGE_SIZE,
     WRITE_METHODS,
-    ApiError,
+    ErrorReply,
     Store,
     check_id,
     create_secret,
@@ -124,6 +128,7 @@ class _CountingServer(web.Server):
         super().__init__(handler, access_log=None)
         self._stats = stats
 
+    # aiohttp's signature: the transport is an asyncio one whatever runs the loop.
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         self._stats.connections += 1
         super().connection_made(handler, transport)
@@ -133,14 +138,18 @@ _Operation = Callable[[web.BaseRequest, str, str], Awaitable[web.Response]]
 
 
 class Emulator:
-    """The emulated API on a real socket: ``start()`` then ``close()``, or ``async with``."""
+    """The emulated API on a real socket: ``start()`` then ``close()``, or ``async with``.
 
-    def __init__(self, config: EmulatorConfig) -> None:
+    ``clock`` paces latency and the rate limit; pass a virtual one to run them without waiting.
+    """
+
+    def __init__(self, config: EmulatorConfig, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
+        self.clock = clock
         self.stats = Stats()
-        self._waiters: list[tuple[Callable[[Stats], bool], asyncio.Future[None]]] = []
+        self._waiters: list[tuple[Callable[[Stats], bool], anyio.Event]] = []
         self.base_url = ""
-        self._faults = FaultInjector(config.faults)
+        self._faults = FaultInjector(config.faults, clock=clock)
         self._store: Store = {}  # account -> id -> (key, value)
         self._runner: web.ServerRunner | None = None
 
@@ -191,17 +200,17 @@ class Emulator:
         never polled."""
         if ready(self.stats):
             return
-        waiter = (ready, asyncio.get_running_loop().create_future())
+        waiter = (ready, anyio.Event())
         self._waiters.append(waiter)
         try:
-            await waiter[1]
+            await waiter[1].wait()
         finally:
             self._waiters.remove(waiter)
 
     def _wake_waiters(self) -> None:
-        for ready, future in self._waiters:
-            if not future.done() and ready(self.stats):
-                future.set_result(None)
+        for ready, event in self._waiters:
+            if not event.is_set() and ready(self.stats):
+                event.set()
 
     # --- request handling -------------------------------------------------------------
 
@@ -231,7 +240,7 @@ class Emulator:
             allowed = self._authenticate(request)
             operation, account, secret_id = self._route(request)
             if allowed is not None and account not in allowed:
-                raise ApiError(403, f"this API key may not access account {account!r}")
+                raise ErrorReply(403, f"this API key may not access account {account!r}")
             self._faults.take_token(account)
             await self._faults.delay(request.method)
             fault = self._faults.before_handling()
@@ -240,7 +249,7 @@ class Emulator:
             if fault is not None:
                 return _error(fault, "emulated server error (no change applied)")
             response = await operation(request, account, secret_id)
-        except ApiError as exc:
+        except ErrorReply as exc:
             return _error(exc.status, exc.message, exc.headers)
         fault = self._faults.after_handling(request.method)
         if fault == DROP:
@@ -253,9 +262,9 @@ class Emulator:
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
-            raise ApiError(401, "missing API key: send 'Authorization: Bearer <API_KEY>'")
+            raise ErrorReply(401, "missing API key: send 'Authorization: Bearer <API_KEY>'")
         if key not in self.config.keys:
-            raise ApiError(401, "invalid API key")
+            raise ErrorReply(401, "invalid API key")
         return self.config.keys[key]
 
     def _route(self, request: web.BaseRequest) -> tuple[_Operation, str, str]:
@@ -267,9 +276,9 @@ class Emulator:
             account, secret_id = match[1], match[2]
             operations = {"GET": self._get, "PATCH": self._update, "DELETE": self._delete}
         else:
-            raise ApiError(404, f"no route for {request.path!r}")
+            raise ErrorReply(404, f"no route for {request.path!r}")
         if request.method not in operations:
-            raise ApiError(405, f"method {request.method} not allowed on {request.path!r}")
+            raise ErrorReply(405, f"method {request.method} not allowed on {request.path!r}")
         return operations[request.method], account, secret_id
 
     # --- the five calls, from HTTP to the store ----------------------------------------
@@ -313,9 +322,14 @@ class Emulator:
 
 @contextlib.asynccontextmanager
 async def running_emulator(
-    config: EmulatorConfig, *, host: str = "127.0.0.1", port: int = 0
+    config: EmulatorConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> AsyncIterator[Emulator]:
-    emulator = Emulator(config)
+    """A started :class:`Emulator`, closed on the way out."""
+    emulator = Emulator(config, clock=clock)
     await emulator.start(host, port)
     try:
         yield emulator
@@ -330,7 +344,7 @@ async def serve(
     async with running_emulator(config, host=host, port=port) as emulator:
         if ready is not None:
             ready(emulator.base_url)
-        await asyncio.Event().wait()
+        await anyio.sleep_forever()
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -3,9 +3,12 @@
 - :data:`Store`: account -> secret id -> (keyName, value), in memory and in plain text;
 - the five calls as functions on a :data:`Store`: each takes what the request carried (a parsed
   JSON object, raw query strings) and returns the JSON body to answer, or raises
-  :class:`ApiError`;
+  :class:`ErrorReply`;
 - the checks they make: secret ids and keyNames, resource names, JSON and proto field names
   (``null`` counts as absent, unknown fields are ignored), ``pageSize`` and page tokens;
+- page tokens: standard base64 (``+``, ``/`` and ``=`` padding) of a fixed prefix and the last
+  id of the page, so that every token needs URL quoting, as a real opaque token may; decoding
+  is strict (alphabet, padding, canonical form, prefix, id) and anything else is a 400;
 - the gRPC-gateway error body, ``{"code": <google.rpc.Code>, "message": ..., "details": []}``.
 
 Error messages may name ids and keyNames, never a secret value.
@@ -33,8 +36,11 @@ _RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 6, 429: 8, 500: 13}
 _RPC_UNAVAILABLE = 14  # 502, 503, 504
 
 
-class ApiError(Exception):
-    """An error answer, raised anywhere below the request handler."""
+class ErrorReply(Exception):
+    """An error answer, raised anywhere below the request handler, which sends it.
+
+    Not :class:`bulk_secrets.errors.ApiError`, the client's view of such an answer.
+    """
 
     def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
         super().__init__(message)
@@ -57,14 +63,14 @@ def create_secret(store: Store, account: str, body: Mapping[str, Any]) -> dict[s
     key_name = _string_field(body, "keyName", "key_name")
     value = _string_field(body, "value") or ""
     if name is None:
-        raise ApiError(400, "name is required")
+        raise ErrorReply(400, "name is required")
     if key_name is None:
-        raise ApiError(400, "keyName is required")
+        raise ErrorReply(400, "keyName is required")
     secret_id = _id_from_name(name, account)
     _check_key_name(key_name)
     secrets = store.setdefault(account, {})
     if secret_id in secrets:
-        raise ApiError(409, f"secret {secret_id!r} already exists in account {account!r}")
+        raise ErrorReply(409, f"secret {secret_id!r} already exists in account {account!r}")
     secrets[secret_id] = (key_name, value)
     return _view(account, secret_id, key_name)
 
@@ -96,7 +102,7 @@ def update_secret(
     key_name = _string_field(body, "keyName", "key_name")
     value = _string_field(body, "value")
     if key_name is None:
-        raise ApiError(400, "keyName is required")
+        raise ErrorReply(400, "keyName is required")
     _check_key_name(key_name)
     _, old_value = _find(store, account, secret_id)
     store[account][secret_id] = (key_name, old_value if value is None else value)
@@ -117,17 +123,17 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except ValueError:  # also UnicodeDecodeError
-        raise ApiError(400, "request body is not valid JSON") from None
+        raise ErrorReply(400, "request body is not valid JSON") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object")
+        raise ErrorReply(400, "request body must be a JSON object")
     return body
 
 
 def check_id(secret_id: str) -> str:
     if len(secret_id) > MAX_ID_LENGTH:
-        raise ApiError(400, f"secret id {secret_id!r} is longer than {MAX_ID_LENGTH} characters")
+        raise ErrorReply(400, f"secret id {secret_id!r} is longer than {MAX_ID_LENGTH} characters")
     if not _SECRET_ID.fullmatch(secret_id):
-        raise ApiError(
+        raise ErrorReply(
             400, f"secret id {secret_id!r} must start with a-z and contain only a-z, 0-9 and '-'"
         )
     return secret_id
@@ -138,7 +144,7 @@ def _find(store: Store, account: str, secret_id: str) -> tuple[str, str]:
     try:
         return store[account][secret_id]
     except KeyError:
-        raise ApiError(404, f"secret {secret_id!r} not found in account {account!r}") from None
+        raise ErrorReply(404, f"secret {secret_id!r} not found in account {account!r}") from None
 
 
 def _view(account: str, secret_id: str, key_name: str) -> dict[str, str]:
@@ -149,12 +155,12 @@ def _string_field(body: Mapping[str, Any], name: str, proto_name: str | None = N
     """A string field by JSON or proto name; None if absent or null. Never echoes the content."""
     given = [n for n in (name, proto_name) if n is not None and body.get(n) is not None]
     if len(given) > 1:
-        raise ApiError(400, f"field {name!r} is given twice (as {name!r} and {proto_name!r})")
+        raise ErrorReply(400, f"field {name!r} is given twice (as {name!r} and {proto_name!r})")
     if not given:
         return None
     content = body[given[0]]
     if not isinstance(content, str):
-        raise ApiError(400, f"field {given[0]!r} must be a string")
+        raise ErrorReply(400, f"field {given[0]!r} must be a string")
     return content
 
 
@@ -164,15 +170,15 @@ def _id_from_name(name: str, account: str) -> str:
         return check_id(name)
     match = _RESOURCE_NAME.fullmatch(name)
     if match is None:
-        raise ApiError(400, f"name {name!r} must be 'accounts/{account}/secrets/<id>' or an id")
+        raise ErrorReply(400, f"name {name!r} must be 'accounts/{account}/secrets/<id>' or an id")
     if match[1] != account:
-        raise ApiError(400, f"name {name!r} is in account {match[1]!r}, not {account!r}")
+        raise ErrorReply(400, f"name {name!r} is in account {match[1]!r}, not {account!r}")
     return check_id(match[2])
 
 
 def _check_key_name(key_name: str) -> None:
     if not _KEY_NAME.fullmatch(key_name):
-        raise ApiError(
+        raise ErrorReply(
             400,
             f"keyName {key_name!r} must start with a letter or '_' and contain only "
             "letters, digits and '_'",
@@ -183,15 +189,20 @@ def _page_size(raw: str) -> int:
     if raw == "":
         return DEFAULT_PAGE_SIZE
     if not _PAGE_SIZE.fullmatch(raw):
-        raise ApiError(400, f"pageSize must be an integer, got {raw!r}")
+        raise ErrorReply(400, f"pageSize must be an integer, got {raw!r}")
     size = int(raw)
     if size < 0:
-        raise ApiError(400, f"pageSize must be >= 0, got {size}")
+        raise ErrorReply(400, f"pageSize must be >= 0, got {size}")
     return min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
+# Standard base64 of 6 bytes is 8 characters of its own, and these 6 encode as "YWZ0ZXI+": every
+# token has a '+' (and '=' padding when the id's length is not a multiple of 3).
+_PAGE_TOKEN_PREFIX = b"after>"
+
+
 def _encode_page_token(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode()
+    return base64.b64encode(_PAGE_TOKEN_PREFIX + last_id.encode()).decode()
 
 
 def _decode_page_token(token: str) -> str:
@@ -199,7 +210,11 @@ def _decode_page_token(token: str) -> str:
     if not token:
         return ""
     try:
-        last_id = base64.b64decode(token, altchars=b"-_", validate=True).decode()
-        return check_id(last_id)
-    except (ValueError, ApiError):
-        raise ApiError(400, "invalid pageToken: pass nextPageToken back unchanged") from None
+        raw = base64.b64decode(token, validate=True)
+        if base64.b64encode(raw).decode() != token:  # e.g. stray bits in the last character
+            raise ValueError("not canonical base64")
+        if not raw.startswith(_PAGE_TOKEN_PREFIX):
+            raise ValueError("not a page token")
+        return check_id(raw[len(_PAGE_TOKEN_PREFIX) :].decode("ascii"))
+    except (ValueError, ErrorReply):  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise ErrorReply(400, "invalid pageToken: pass nextPageToken back unchanged") from None
