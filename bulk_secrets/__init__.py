@@ -21,10 +21,19 @@ from .errors import (
     UsageError,
 )
 from .manifest import Manifest, ManifestSet, load_manifest, load_manifests
-from .models import Action, Credentials, Result, SecretSpec, SecretValue, Status, Step
+from .models import Action, Credentials, Result, SecretSpec, SecretValue, Status, Step, Target
 from .options import ApplyOptions, OnExisting, RetryOptions
-from .provision import Provisioner, SpecList, apply_secrets
-from .report import Summary, open_report
+from .planner import Drift, Plan
+from .provision import (
+    PlannedSteps,
+    SpecList,
+    apply,
+    apply_secrets,
+    credentials_for,
+    plan_secrets,
+    verify_secrets,
+)
+from .report import Summary
 
 __all__ = [
     "Action",
@@ -34,6 +43,7 @@ __all__ = [
     "BulkSecretsError",
     "ConnectionFailed",
     "Credentials",
+    "Drift",
     "InvalidArgument",
     "Manifest",
     "ManifestChanged",
@@ -42,8 +52,9 @@ __all__ = [
     "NotFound",
     "OnExisting",
     "PermissionDenied",
+    "Plan",
+    "PlannedSteps",
     "Problem",
-    "Provisioner",
     "RateLimited",
     "RequestRejected",
     "RequestTimeout",
@@ -57,11 +68,15 @@ __all__ = [
     "Status",
     "Step",
     "Summary",
+    "Target",
     "TransientError",
     "Unauthenticated",
     "UsageError",
+    "apply",
     "apply_secrets",
+    "credentials_for",
     "load_manifest",
     "load_manifests",
-    "open_report",
+    "plan_secrets",
+    "verify_secrets",
 ]

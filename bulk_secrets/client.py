@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self
@@ -115,15 +115,6 @@ class SecretsClient:
             if isinstance(item, dict)
         ]
         return page, str(payload.get("nextPageToken") or "")
-
-    async def list_all(self, account: str) -> AsyncIterator[ExistingSecret]:
-        token = ""
-        while True:
-            page, token = await self.list_page(account, token)
-            for secret in page:
-                yield secret
-            if not token:
-                return
 
     def _secrets_url(self, account: str) -> str:
         url = self._urls.get(account)

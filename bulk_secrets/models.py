@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 MASK = "***"
 
@@ -47,31 +47,22 @@ class SecretValue:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SecretSpec:
-    """One secret to write to one account, as the manifest asked for it."""
+class Target:
+    """One secret aimed at one account, without its value: what a plan, a report and
+    ``validate`` name."""
 
     account: str
     key_name: str
     secret_id: str
-    value: SecretValue
     location: str  # "file:line", where the manifest asked for it
-    source: str = "value"  # where the value came from: "value", "env:VAR", "file:PATH"
+    source: str = "value"  # where the value comes from: "value", "env:VAR", "file:PATH"
 
 
-class Aimed(Protocol):
-    """Anything that names a secret in an account: a spec, a step, a manifest's target."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretSpec(Target):
+    """A target and its value: one secret to write to one account."""
 
-    @property
-    def account(self) -> str: ...
-
-    @property
-    def key_name(self) -> str: ...
-
-    @property
-    def secret_id(self) -> str: ...
-
-    @property
-    def location(self) -> str: ...
+    value: SecretValue
 
 
 class Action(enum.StrEnum):
@@ -92,42 +83,22 @@ class Status(enum.StrEnum):
 class Step:
     """One planned action on one secret of one account.
 
-    A write (create, update) carries its ``spec``; a delete names only the secret. A step with
-    an ``outcome`` was settled by the plan (skipped, failed, not attempted) and is reported
-    without a request, with ``reason``.
+    A write (create, update) aims at a :class:`SecretSpec`, which carries the value; a delete
+    names only a :class:`Target`. A step with an ``outcome`` was settled by the plan (skipped,
+    failed, not attempted) and is reported without a request, with ``reason``.
     """
 
-    account: str
-    key_name: str
-    secret_id: str
-    location: str
+    target: Target
     action: Action
-    spec: SecretSpec | None = None
     outcome: Status | None = None
     reason: str | None = None
     fingerprint: str | None = None  # of the value, for --state
 
-    @classmethod
-    def of(
-        cls,
-        spec: SecretSpec,
-        action: Action,
-        *,
-        outcome: Status | None = None,
-        reason: str | None = None,
-        fingerprint: str | None = None,
-    ) -> Step:
-        return cls(
-            account=spec.account,
-            key_name=spec.key_name,
-            secret_id=spec.secret_id,
-            location=spec.location,
-            action=action,
-            spec=spec,
-            outcome=outcome,
-            reason=reason,
-            fingerprint=fingerprint,
-        )
+    @property
+    def spec(self) -> SecretSpec | None:
+        """The secret to write, with its value; None for a step that names only a target."""
+        target = self.target
+        return target if isinstance(target, SecretSpec) else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,12 +116,12 @@ class Result:
     error: str | None = None
 
     @classmethod
-    def of(cls, item: Aimed, **fields: Any) -> Result:
+    def of(cls, target: Target, **fields: Any) -> Result:
         return cls(
-            account=item.account,
-            key_name=item.key_name,
-            secret_id=item.secret_id,
-            location=item.location,
+            account=target.account,
+            key_name=target.key_name,
+            secret_id=target.secret_id,
+            location=target.location,
             **fields,
         )
 

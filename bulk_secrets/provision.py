@@ -1,28 +1,57 @@
-"""A run from start to end: one client session; list and plan; then execute and report."""
+"""A run from start to end, behind one call.
+
+:func:`apply_secrets` lists every target account, plans one step per secret, asks ``confirm``
+before deletions, carries the plan out and owns the report from its opening to its place on
+disk: whatever ends the run (success, a declined confirmation, an error, a cancellation), every
+secret is in the report once and no file is left open. :func:`plan_secrets` and
+:func:`verify_secrets` list and plan the same way and write nothing. :func:`apply` is the same
+run for scripts and notebooks, on an event loop of its own.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import functools
+import importlib.util
+import itertools
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, TypeVar
+
+import anyio
 
 from .client import SecretsClient
-from .errors import UsageError
-from .models import Action, Credentials, Result, SecretSpec, Status
+from .clock import SYSTEM_CLOCK, Clock
+from .errors import BulkSecretsError, UsageError
+from .manifest import ManifestSet
+from .models import Action, Credentials, Result, SecretSpec, SecretValue, Status, Step, Target
 from .options import ApplyOptions
-from .planner import Plan, Target, list_accounts
+from .planner import Drift, Plan, drift, list_accounts
+from .policy import Hints, Policy, Stops, internal_error
 from .ratelimit import Rates
-from .report import NullReport, ReportSink, Summary
+from .report import ReportSink, Summary, check_report_path, open_report, read_done
 from .retry import RetryPolicy
 from .runner import Runner
 from .state import State
+
+T = TypeVar("T")
+DECLINED = "the deletions were not confirmed; nothing was changed"
+INTERRUPTED = "interrupted"
 
 
 class SecretSource(Protocol):
     """What a run reads: checked manifests (:class:`~bulk_secrets.manifest.ManifestSet`) are one.
 
-    ``targets`` and ``accounts`` must not read values; ``specs`` reads them, once, in order.
+    ``targets`` and ``accounts`` must not read values; ``specs`` reads them, once, in the order
+    of ``targets``. ``started`` (a ``time.monotonic()``) is when the source began to be read:
+    the summary's duration runs from there.
     """
+
+    @property
+    def started(self) -> float: ...
 
     def accounts(self) -> list[str]: ...
 
@@ -38,6 +67,7 @@ class SpecList:
 
     def __init__(self, specs: Sequence[SecretSpec]) -> None:
         self._specs = specs
+        self.started = time.monotonic()
 
     def accounts(self) -> list[str]:
         return list(dict.fromkeys(spec.account for spec in self._specs))
@@ -52,34 +82,223 @@ class SpecList:
         pass  # held in memory: cannot change
 
 
-class Provisioner:
-    """Plans and applies one source of secrets over one keep-alive client session."""
+Source = SecretSource | Sequence[SecretSpec]
+PathLike = str | os.PathLike[str]
+
+
+def credentials_for(manifests: ManifestSet, env: Mapping[str, str] | None = None) -> Credentials:
+    """The API keys the manifests need, from the environment: each account's own key where
+    its manifest names one (``apiKeys``), else ``FIREWORKS_API_KEY``."""
+    env = os.environ if env is None else env
+    per_account: dict[str, SecretValue] = {}
+    named: dict[str, str] = {}
+    for manifest in manifests:
+        for account, var in manifest.api_keys.items():
+            if named.setdefault(account, var) != var:
+                raise UsageError(
+                    f"two API keys for account {account!r}: {named[account]} and {var} "
+                    f"({manifest.name}); name one"
+                )
+            per_account[account] = SecretValue(env[var])
+    key = env.get("FIREWORKS_API_KEY")
+    if not key:
+        missing = sorted(set(manifests.accounts()) - per_account.keys())
+        if missing:
+            raise UsageError(
+                "no API key: set FIREWORKS_API_KEY; "
+                f"accounts without a key of their own: {', '.join(missing[:5])}"
+            )
+    return Credentials(SecretValue(key) if key else None, per_account or None)
+
+
+async def apply_secrets(
+    source: Source,
+    *,
+    credentials: Credentials,
+    options: ApplyOptions | None = None,
+    report: PathLike | None = None,
+    state: PathLike | None = None,
+    only_failed: PathLike | None = None,
+    confirm: Callable[[Plan], Awaitable[bool]] | None = None,
+    on_planned: Callable[[Plan], None] | None = None,
+    hints: Hints | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Summary:
+    """List, plan, confirm and apply: the library's one call for a whole run.
+
+    - ``report``: a ``.json``, ``.jsonl`` or ``.csv`` path for the per-secret report.
+    - ``state``: a file of fingerprints of the values written; unchanged ones are skipped.
+    - ``only_failed``: an earlier report of the same source; what it shows done is skipped.
+    - ``confirm`` is asked before a plan with deletions is carried out; when it says no,
+      nothing is changed, the report lists every secret not attempted, and
+      :class:`UsageError` is raised.
+    - ``on_planned`` is told the plan once it is settled, before the first write.
+    - ``hints``: the caller's words added to the reasons it gave rise to (see
+      :mod:`bulk_secrets.policy`).
+    - ``clock``: what paces and waits (tests pass a virtual one).
+
+    Every secret ends as one result, in the summary's counts and in the report.
+    """
+    report_path = None if report is None else Path(report)
+    check_report_path(report_path)
+    run = _Run(
+        _source(source),
+        credentials=credentials,
+        options=options or ApplyOptions(),
+        state=None if state is None else State(Path(state), credentials),
+        done=None if only_failed is None else read_done(Path(only_failed)),
+        hints=hints,
+        clock=clock,
+    )
+    with open_report(report_path) as sink:
+        async with run:
+            try:
+                plan = await run.plan()
+                if plan.deletions and confirm is not None and not await confirm(plan):
+                    raise UsageError(DECLINED)
+            except BaseException as exc:
+                reason = INTERRUPTED if isinstance(exc, anyio.get_cancelled_exc_class()) else exc
+                run.abandon(sink, f"stopped before any write: {reason}")
+                raise
+            if on_planned is not None:
+                on_planned(plan)
+            return await run.execute(plan, sink)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedSteps:
+    """What :func:`plan_secrets` found: one step per secret (no values), and why the listing
+    was cut short, if it was."""
+
+    steps: list[Step]
+    aborted: str | None
+
+
+async def plan_secrets(
+    source: Source,
+    *,
+    credentials: Credentials,
+    options: ApplyOptions | None = None,
+    state: PathLike | None = None,
+    only_failed: PathLike | None = None,
+    hints: Hints | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> PlannedSteps:
+    """List every account and decide what :func:`apply_secrets` would do; write nothing."""
+    run = _Run(
+        _source(source),
+        credentials=credentials,
+        options=options or ApplyOptions(),
+        state=None if state is None else State(Path(state), credentials),
+        done=None if only_failed is None else read_done(Path(only_failed)),
+        hints=hints,
+        clock=clock,
+    )
+    async with run:
+        plan = await run.plan()
+    steps = [_without_value(step) for step in plan.steps(run.source.specs())]
+    return PlannedSteps(steps, plan.aborted)
+
+
+async def verify_secrets(
+    source: Source,
+    *,
+    credentials: Credentials,
+    options: ApplyOptions | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Drift:
+    """List every account and compare what it holds with the source, by name (values cannot
+    be read back)."""
+    run = _Run(
+        _source(source), credentials=credentials, options=options or ApplyOptions(), clock=clock
+    )
+    async with run:
+        plan = await run.plan()
+    return drift(plan, run.source.targets)
+
+
+def apply(
+    source: Source,
+    *,
+    credentials: Credentials,
+    options: ApplyOptions | None = None,
+    report: PathLike | None = None,
+    state: PathLike | None = None,
+    only_failed: PathLike | None = None,
+    confirm: Callable[[Plan], bool] | None = None,
+) -> Summary:
+    """:func:`apply_secrets` for code that is not async: runs it on an event loop of its own.
+    ``confirm`` here is a plain function, called in a worker thread."""
+
+    async def confirmed(plan: Plan) -> bool:
+        assert confirm is not None
+        return await anyio.to_thread.run_sync(confirm, plan)
+
+    return run_blocking(
+        functools.partial(
+            apply_secrets,
+            source,
+            credentials=credentials,
+            options=options,
+            report=report,
+            state=state,
+            only_failed=only_failed,
+            confirm=None if confirm is None else confirmed,
+        )
+    )
+
+
+def run_blocking(function: Callable[[], Awaitable[T]]) -> T:
+    """Run ``function()`` to its end on a new event loop: asyncio (aiohttp needs it), on uvloop
+    when it is installed (the ``fast`` extra)."""
+    use_uvloop = importlib.util.find_spec("uvloop") is not None
+    return anyio.run(function, backend="asyncio", backend_options={"use_uvloop": use_uvloop})
+
+
+def _source(source: Source) -> SecretSource:
+    return SpecList(source) if isinstance(source, Sequence) else source
+
+
+def _without_value(step: Step) -> Step:
+    target = step.target
+    if not isinstance(target, SecretSpec):
+        return step
+    bare = Target(
+        account=target.account,
+        key_name=target.key_name,
+        secret_id=target.secret_id,
+        location=target.location,
+        source=target.source,
+    )
+    return Step(target=bare, action=step.action, outcome=step.outcome, reason=step.reason)
+
+
+class _Run:
+    """One run's parts over one keep-alive client session: plan, then execute or abandon."""
 
     def __init__(
         self,
-        source: SecretSource | Sequence[SecretSpec],
+        source: SecretSource,
         *,
         credentials: Credentials,
-        options: ApplyOptions | None = None,
+        options: ApplyOptions,
         state: State | None = None,
         done: frozenset[tuple[str, str]] | None = None,
-        started: float | None = None,
+        hints: Hints | None = None,
+        clock: Clock,
     ) -> None:
-        """``started`` (a ``time.monotonic()``) is when the run's clock starts: by default now;
-        the CLI passes the moment it began reading the manifests."""
-        self._source = SpecList(source) if isinstance(source, Sequence) else source
-        self._options = options or ApplyOptions()
+        self.source = source
+        self._options = options
         self._state = state
         self._done = done
         self._client = SecretsClient(
-            self._options.base_url,
-            credentials,
-            connections=self._options.concurrency,
-            timeout=self._options.timeout,
+            options.base_url, credentials, connections=options.concurrency, timeout=options.timeout
         )
-        self._retry = RetryPolicy(self._options.retry)
-        self._rates = Rates(self._options.max_rps)
-        self._summary = Summary() if started is None else Summary(started=started)
+        self._retry = RetryPolicy(options.retry, sleep=clock.sleep)
+        self._rates = Rates(options.max_rps, clock=clock.now, sleep=clock.sleep)
+        self._stops = Stops()
+        self._policy = Policy(options.on_existing, hints)
+        self._summary = Summary(started=source.started)
 
     async def __aenter__(self) -> Self:
         await self._client.__aenter__()
@@ -93,37 +312,38 @@ class Provisioner:
     ) -> None:
         await self._client.__aexit__(exc_type, exc, tb)
 
-    @property
-    def client(self) -> SecretsClient:
-        return self._client
-
     async def plan(self) -> Plan:
         """List every target account and decide what to do; nothing is written."""
-        plan = await list_accounts(
-            self._client, self._source.accounts(), self._retry, self._rates, self._options
+        plan = Plan(self._options, self._policy, {}, done=self._done, state=self._state)
+        await list_accounts(
+            self._client,
+            self.source.accounts(),
+            retry=self._retry,
+            rates=self._rates,
+            stops=self._stops,
+            plan=plan,
         )
-        plan.done, plan.state = self._done, self._state
-        plan.plan_deletions(self._source.targets())
-        self._source.verify_unchanged()
+        plan.plan_deletions(self.source.targets())
+        self.source.verify_unchanged()
         return plan
 
-    def abandon(self, report: ReportSink, reason: str) -> Summary:
+    def abandon(self, sink: ReportSink, reason: str) -> Summary:
         """Report every secret as not attempted, for a run stopped before it wrote anything."""
-        for target in self._source.targets():
-            result = Result.of(
-                target, action=Action.CREATE, status=Status.NOT_ATTEMPTED, error=reason
+        for target in self.source.targets():
+            self._add(
+                sink,
+                Result.of(target, action=Action.CREATE, status=Status.NOT_ATTEMPTED, error=reason),
             )
-            self._summary.add(result)
-            report.write(result)
-        return self._finish(report, reason)
+        return self._finish(sink)
 
-    async def execute(self, plan: Plan, report: ReportSink | None = None) -> Summary:
-        """Carry out the plan. Every secret ends as one result in ``report``, which is
-        finished (for JSON, put in place) even when the run is interrupted."""
-        sink = report or NullReport()
+    async def execute(self, plan: Plan, sink: ReportSink) -> Summary:
+        """Carry out the plan. Every secret ends as one result in ``sink``, which is finished
+        even when the run is interrupted."""
         runner = Runner(
             self._client,
-            options=self._options,
+            workers=self._options.concurrency,
+            policy=self._policy,
+            stops=self._stops,
             retry=self._retry,
             rates=self._rates,
             sink=sink,
@@ -131,42 +351,56 @@ class Provisioner:
             state=self._state,
         )
         try:
-            await runner.execute(plan.steps(self._source.specs()))
+            await runner.execute(self._steps(plan))
         finally:
-            self._finish(sink, plan.aborted or runner.aborted)
+            self._finish(sink)
             if self._state is not None:
                 self._state.save()
         return self._summary
 
-    def _finish(self, sink: ReportSink, aborted: str | None) -> Summary:
+    def _steps(self, plan: Plan) -> Iterator[Step]:
+        """The plan's steps; when the source fails mid-run (a manifest or a value file that
+        changed, a bug), the secret at hand fails with the reason and the rest are settled not
+        attempted, so the report still names every secret once."""
+        position = 0
+        try:
+            for spec in self.source.specs():
+                yield plan.decide(spec)
+                position += 1
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, BulkSecretsError) else internal_error(exc)
+            self._stops.stop(reason)
+            yield from self._unreached(plan, position, reason)
+            return
+        yield from plan.deletions
+
+    def _unreached(self, plan: Plan, position: int, reason: str) -> Iterator[Step]:
+        targets = itertools.islice(self.source.targets(), position, None)
+        outcome = Status.FAILED  # the secret at hand; then the rest
+        try:
+            for target in targets:
+                yield Step(target=target, action=Action.CREATE, outcome=outcome, reason=reason)
+                outcome = Status.NOT_ATTEMPTED
+        except BulkSecretsError:
+            pass  # the source cannot even be named again: what was reported stands
+        for step in plan.deletions:
+            yield Step(
+                target=step.target,
+                action=Action.DELETE,
+                outcome=Status.NOT_ATTEMPTED,
+                reason=reason,
+            )
+
+    def _add(self, sink: ReportSink, result: Result) -> None:
+        self._summary.add(result)
+        sink.write(result)
+
+    def _finish(self, sink: ReportSink) -> Summary:
         summary = self._summary
-        summary.aborted = aborted
+        summary.aborted = self._stops.aborted
+        summary.stopped = self._stops.stopped
         summary.requests = self._client.requests_sent
         summary.retries = self._retry.retries
         summary.finished = summary.started + summary.duration
         sink.finish(summary)
         return summary
-
-
-async def apply_secrets(
-    source: SecretSource | Sequence[SecretSpec],
-    *,
-    credentials: Credentials,
-    options: ApplyOptions | None = None,
-    report: ReportSink | None = None,
-    state: State | None = None,
-    done: frozenset[tuple[str, str]] | None = None,
-    confirm: Callable[[Plan], Awaitable[bool]] | None = None,
-) -> Summary:
-    """List, plan and apply: the library's one call for a whole run.
-
-    ``confirm`` is asked before a plan with deletions is carried out; when it says no, nothing
-    is changed and :class:`UsageError` is raised.
-    """
-    async with Provisioner(
-        source, credentials=credentials, options=options, state=state, done=done
-    ) as provisioner:
-        plan = await provisioner.plan()
-        if plan.deletions and confirm is not None and not await confirm(plan):
-            raise UsageError("the deletions were not confirmed; nothing was changed")
-        return await provisioner.execute(plan, report)

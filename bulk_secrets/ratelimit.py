@@ -125,6 +125,10 @@ class Rates:
     def now(self) -> float:
         return self._clock()
 
+    async def sleep(self, seconds: float) -> None:
+        """Wait on the clock the rates are paced by."""
+        await self._sleep(seconds)
+
     async def call(
         self, account: str, request: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:

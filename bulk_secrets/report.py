@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Self
 
 from .errors import UsageError
 from .models import Result, Status
@@ -49,7 +49,8 @@ class Summary:
     by_action: Counter[str] = field(default_factory=Counter)
     requests: int = 0  # HTTP requests sent, listing included
     retries: int = 0  # of those, the ones that repeated a failed request
-    aborted: str | None = None
+    aborted: str | None = None  # a global fault stopped the run: the API key was rejected
+    stopped: str | None = None  # the run itself failed (a manifest changed, a bug)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     first_failures: list[Result] = field(default_factory=list)  # at most FAILURES_KEPT
@@ -72,7 +73,12 @@ class Summary:
     @property
     def all_succeeded(self) -> bool:
         """True when nothing failed and nothing was left undone."""
-        return not (self.aborted or self.count(Status.FAILED) or self.count(Status.NOT_ATTEMPTED))
+        return not (
+            self.aborted
+            or self.stopped
+            or self.count(Status.FAILED)
+            or self.count(Status.NOT_ATTEMPTED)
+        )
 
     @property
     def duration(self) -> float:
@@ -88,6 +94,7 @@ class Summary:
             "retries": self.retries,
             "durationSeconds": round(self.duration, 3),
             "aborted": self.aborted,
+            "stopped": self.stopped,
         }
 
     def line(self) -> str:
@@ -101,6 +108,8 @@ class Summary:
         )
         if self.aborted:
             text += f"; aborted: {self.aborted}"
+        elif self.stopped:
+            text += f"; stopped: {self.stopped}"
         return text
 
 
@@ -119,23 +128,28 @@ def json_line(result: Result) -> str:
     )
 
 
-class ReportSink(Protocol):
-    def write(self, result: Result) -> None: ...
-
-    def finish(self, summary: Summary) -> None: ...
-
-
-class NullReport:
-    """Where results go when no report was asked for."""
+class ReportSink:
+    """Where results go, as a context manager: leaving the ``with`` block closes the file,
+    whether or not the report was finished. This one writes nothing: no report was asked for.
+    """
 
     def write(self, result: Result) -> None:
         pass
 
     def finish(self, summary: Summary) -> None:
-        pass
+        """Write the summary and put the report in place; the file is closed after it."""
+
+    def close(self) -> None:
+        """Close the file, finished or not; an unfinished JSON report leaves nothing behind."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
-class JsonReport:
+class JsonReport(ReportSink):
     def __init__(self, path: Path) -> None:
         self._path = path
         self._partial = path.with_name(path.name + ".partial")
@@ -158,11 +172,16 @@ class JsonReport:
         os.replace(final, self._path)
         self._partial.unlink()
 
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self._partial.unlink(missing_ok=True)  # finished: gone already; else never finished
 
-class _FlushedEachTurn:
+
+class _FlushedEachTurn(ReportSink):
     """A report file flushed at the end of each event-loop turn in which it was written: so a
     killed run keeps every result finished before its last turn, for one write per turn, not
-    one per line."""
+    one per line. (anyio has no end-of-turn callback: this is asyncio's ``call_soon``.)"""
 
     def __init__(self, file: IO[str]) -> None:
         self._file = file
@@ -182,6 +201,9 @@ class _FlushedEachTurn:
         self._flush_due = False
         if not self._file.closed:
             self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()  # what was written stays: every result finished so far
 
 
 class JsonlReport(_FlushedEachTurn):
@@ -219,9 +241,10 @@ _BY_SUFFIX: dict[str, type[JsonReport | JsonlReport | CsvReport]] = {
 
 
 def open_report(path: Path | None) -> ReportSink:
-    """A report writer chosen by the file's suffix (.json, .jsonl or .csv)."""
+    """A report writer chosen by the file's suffix (.json, .jsonl or .csv), to use in a
+    ``with`` block; with no path, one that writes nothing."""
     if path is None:
-        return NullReport()
+        return ReportSink()
     check_report_path(path)
     kind = _BY_SUFFIX[path.suffix.lower()]
     try:

@@ -2,8 +2,9 @@
 
 At most ``concurrency`` workers exist, whatever the manifest's size: a worker takes the next
 step only when it is free, so a secret never becomes a task of its own. A failed secret is a
-result, not an exception: only cancellation, a rejected API key (401, which stops the run) and
-a refused account (403, which stops that account) change what the other workers do.
+result, not an exception: what an API error stops (the run on a 401, the account on a 403) is
+for :class:`~bulk_secrets.policy.Stops` to say, and a step that fails for any other reason
+(a bug) fails that secret and stops the run, so that every secret still ends as one result.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import anyio
 
 from . import errors
 from .models import Action, Result, SecretSpec, Status, Step
-from .options import ApplyOptions, OnExisting
+from .policy import Policy, Stops, internal_error
 from .ratelimit import Rates
 from .report import ReportSink, Summary
 from .retry import RetryPolicy
@@ -25,10 +26,11 @@ from .state import State
 
 # A create that meets 409 becomes an update; an update that meets 404 becomes a create. Past
 # this many turns the secret is being created and deleted by someone else at the same time.
-_MAX_TURNS = 4
+MAX_TURNS = 4
 # How far the scheduler reads the plan ahead, per worker: room for accounts to take turns.
 _WINDOW_PER_WORKER = 4
 INTERRUPTED = "interrupted before an answer came: the secret may or may not have been changed"
+CONTESTED = "the secret kept being deleted and created by others"
 
 
 class SecretsApi(Protocol):
@@ -54,7 +56,9 @@ class Runner:
         self,
         api: SecretsApi,
         *,
-        options: ApplyOptions,
+        workers: int,
+        policy: Policy,
+        stops: Stops,
         retry: RetryPolicy,
         rates: Rates,
         sink: ReportSink,
@@ -62,20 +66,14 @@ class Runner:
         state: State | None = None,
     ) -> None:
         self._api = api
-        self._options = options
+        self._workers = workers
+        self._policy = policy
+        self._stops = stops
         self._retry = retry
         self._rates = rates
-        self._workers = options.concurrency
         self._sink = sink
         self._summary = summary
         self._state = state
-        self._aborted: str | None = None
-        self._refused: dict[str, str] = {}
-
-    @property
-    def aborted(self) -> str | None:
-        """Why the run stopped early, or None."""
-        return self._aborted
 
     async def execute(self, steps: Iterable[Step]) -> None:
         """Carry out every step; each ends as exactly one result in the sink."""
@@ -85,7 +83,8 @@ class Runner:
                 for _ in range(self._workers):
                     workers.start_soon(self._work, scheduler)
         finally:
-            reason = self._aborted or "the run was interrupted"
+            stops = self._stops
+            reason = stops.aborted or stops.stopped or "the run was interrupted"
             for step in scheduler.remaining():
                 self._record(step, _settled(step, Status.NOT_ATTEMPTED, reason))
 
@@ -106,7 +105,7 @@ class Runner:
         if step.outcome is not None:
             self._record(step, _settled(step, step.outcome, step.reason))
             return
-        blocked = self._blocked(step.account)
+        blocked = self._stops.blocked(step.target.account)
         if blocked is not None:
             self._record(step, _settled(step, Status.NOT_ATTEMPTED, blocked))
             return
@@ -117,23 +116,16 @@ class Runner:
             else:
                 result = await self._write(step, progress)
         except anyio.get_cancelled_exc_class():
-            self._record(step, _failed(step, progress, None, INTERRUPTED))
+            self._record(step, _ended(step, progress, Status.FAILED, INTERRUPTED))
             raise
-        except errors.Unauthenticated as exc:
-            self._aborted = self._aborted or f"the API key was rejected (401): {exc.message}"
-            result = _failed(step, progress, exc, str(exc))
-        except errors.PermissionDenied as exc:
-            self._refused.setdefault(
-                step.account,
-                f"account {step.account!r} refused the API key (403): {exc.message}",
-            )
-            result = _failed(step, progress, exc, str(exc))
         except errors.ApiError as exc:
-            result = _failed(step, progress, exc, str(exc))
+            reason = self._stops.learn(step.target.account, exc)
+            result = _ended(step, progress, Status.FAILED, reason, exc)
+        except Exception as exc:  # a bug: this secret fails, and nothing more is sent
+            reason = internal_error(exc)
+            self._stops.stop(reason)
+            result = _ended(step, progress, Status.FAILED, reason)
         self._record(step, result)
-
-    def _blocked(self, account: str) -> str | None:
-        return self._aborted or self._refused.get(account)
 
     def _record(self, step: Step, result: Result) -> None:
         self._summary.add(result)
@@ -142,9 +134,10 @@ class Runner:
             self._state.settle(step, result.status)
 
     async def _delete(self, step: Step, progress: _Progress) -> Result:
+        target = step.target
         try:
             status = await self._request(
-                step, progress, self._api.delete, step.account, step.secret_id
+                target.account, progress, self._api.delete, target.account, target.secret_id
             )
         except errors.NotFound as exc:  # gone already: what was wanted
             return _succeeded(step, progress, exc.status)
@@ -154,29 +147,29 @@ class Runner:
         spec = step.spec
         if spec is None:
             raise ValueError(f"a {step.action} step needs a spec")
-        for _ in range(_MAX_TURNS):
+        for _ in range(MAX_TURNS):
             if progress.action is Action.CREATE:
                 try:
-                    status = await self._request(step, progress, self._api.create, spec)
+                    status = await self._request(spec.account, progress, self._api.create, spec)
                 except errors.AlreadyExists as exc:
-                    if self._options.on_existing is OnExisting.SKIP:
-                        return _failed(step, progress, exc, "already exists", Status.SKIPPED)
-                    if self._options.on_existing is OnExisting.FAIL:
-                        return _failed(step, progress, exc, "already exists (--on-existing fail)")
+                    settled = self._policy.when_exists()
+                    if settled is not None:
+                        outcome, reason = settled
+                        return _ended(step, progress, outcome, reason, exc)
                     progress.action = Action.UPDATE
                     continue
             else:
                 try:
-                    status = await self._request(step, progress, self._api.update, spec)
+                    status = await self._request(spec.account, progress, self._api.update, spec)
                 except errors.NotFound:
                     progress.action = Action.CREATE
                     continue
             return _succeeded(step, progress, status)
-        return _failed(step, progress, None, "the secret kept being deleted and created by others")
+        return _ended(step, progress, Status.FAILED, CONTESTED)
 
     async def _request(
         self,
-        step: Step,
+        account: str,
         progress: _Progress,
         call: Callable[..., Awaitable[int]],
         *args: Any,
@@ -188,29 +181,30 @@ class Runner:
         """
         progress.attempts += 1
         try:
-            return await self._rates.call(step.account, call, *args)
+            return await self._rates.call(account, call, *args)
         except errors.TransientError as exc:
             failure = exc
 
         async def again() -> int:
             progress.attempts += 1
-            return await self._rates.call(step.account, call, *args)
+            return await self._rates.call(account, call, *args)
 
         return await self._retry.after(
-            failure, again, stopped=lambda: self._blocked(step.account) is not None
+            failure, again, stopped=lambda: self._stops.blocked(account) is not None
         )
 
 
 def _settled(step: Step, status: Status, reason: str | None) -> Result:
-    return Result.of(step, action=step.action, status=status, error=reason)
+    return Result.of(step.target, action=step.action, status=status, error=reason)
 
 
 def _succeeded(step: Step, progress: _Progress, http_status: int | None) -> Result:
+    target = step.target
     return Result(  # the hot path: built directly, not through Result.of
-        account=step.account,
-        key_name=step.key_name,
-        secret_id=step.secret_id,
-        location=step.location,
+        account=target.account,
+        key_name=target.key_name,
+        secret_id=target.secret_id,
+        location=target.location,
         action=progress.action,
         status=Status.SUCCEEDED,
         http_status=http_status,
@@ -218,15 +212,16 @@ def _succeeded(step: Step, progress: _Progress, http_status: int | None) -> Resu
     )
 
 
-def _failed(
+def _ended(
     step: Step,
     progress: _Progress,
-    exc: errors.ApiError | None,
+    status: Status,
     reason: str,
-    status: Status = Status.FAILED,
+    exc: errors.ApiError | None = None,
 ) -> Result:
+    """What became of a step that was tried and did not succeed: failed, or skipped by policy."""
     return Result.of(
-        step,
+        step.target,
         action=progress.action,
         status=status,
         http_status=None if exc is None else exc.status,

@@ -36,8 +36,8 @@ class Scheduler:
             return chosen
         async with self._waiting:  # one worker at a time waits for a turn; the rest queue here
             # Waiting for a moment in time (a rate's next slot), not for a flag: sleep is right.
-            while isinstance(chosen := self.take_now(), float):  # noqa: ASYNC110
-                await anyio.sleep(chosen)
+            while isinstance(chosen := self.take_now(), float):
+                await self._rates.sleep(chosen)
             return chosen
 
     def take_now(self) -> Step | float | None:
@@ -73,7 +73,7 @@ class Scheduler:
     def done(self, step: Step) -> None:
         """A step taken with :meth:`take` is finished."""
         if step.outcome is None:
-            self._in_flight[step.account] -= 1
+            self._in_flight[step.target.account] -= 1
 
     def remaining(self) -> Iterator[Step]:
         """Every step not taken yet: the queued ones, then the rest of the plan."""
@@ -89,9 +89,10 @@ class Scheduler:
             if step is None:
                 self._exhausted = True
                 return
-            queue = self._queues.get(step.account)
+            account = step.target.account
+            queue = self._queues.get(account)
             if queue is None:
-                queue = self._queues[step.account] = deque()
+                queue = self._queues[account] = deque()
             queue.append(step)
             self._queued += 1
 

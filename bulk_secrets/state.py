@@ -49,7 +49,7 @@ class State:
 
     def settle(self, step: Step, status: Status) -> None:
         """Remember what a step left behind: a written value, a deletion, or doubt."""
-        name = f"{step.account}/{step.secret_id}"
+        name = f"{step.target.account}/{step.target.secret_id}"
         if status is Status.SUCCEEDED and step.action is not Action.DELETE and step.fingerprint:
             self._entries[name] = step.fingerprint
         elif status is Status.SUCCEEDED or status is Status.FAILED:

@@ -10,10 +10,11 @@ import pytest
 from bulk_secrets.emulator import EmulatorConfig, Faults, running_emulator
 from bulk_secrets.models import Status
 from bulk_secrets.options import OnExisting, RetryOptions
-from bulk_secrets.provision import Provisioner, apply_secrets
-from bulk_secrets.report import open_report
+from bulk_secrets.planner import Plan
+from bulk_secrets.provision import apply_secrets
 
 from .helpers import ACCOUNT, API_KEY, CANARY, credentials, options, specs, value_for
+from .virtual_clock import VirtualClock
 
 pytestmark = pytest.mark.anyio
 
@@ -41,7 +42,7 @@ async def test_thousand_secrets_each_written_once_over_few_connections(tmp_path:
             wanted,
             credentials=credentials(),
             options=options(server.base_url, concurrency=32),
-            report=open_report(report),
+            report=report,
         )
         stored = server.secrets(ACCOUNT)
         assert summary.count(Status.SUCCEEDED) == 1000
@@ -82,7 +83,7 @@ async def test_converges_under_faults(tmp_path: Path, faults: dict[str, object])
             wanted,
             credentials=credentials(),
             options=options(server.base_url, retry=PATIENT),
-            report=open_report(report),
+            report=report,
         )
         stored = server.secrets(ACCOUNT)
     assert summary.all_succeeded, summary.line()
@@ -93,6 +94,44 @@ async def test_converges_under_faults(tmp_path: Path, faults: dict[str, object])
     assert isinstance(results, list)
     assert sorted(r["secretId"] for r in results) == sorted(stored)
     assert summary.retries > 0  # the faults were really met
+
+
+async def test_every_fault_at_once_with_whole_seconds_of_retry_after(tmp_path: Path) -> None:
+    """5xx, dropped connections and write-then-fail at 15% each, and a 200/s limit whose 429s
+    say Retry-After in whole seconds: on one virtual clock for the client and the emulator, so
+    minutes of waiting take none."""
+    clock = VirtualClock()
+    faults = Faults(
+        seed=11,
+        error_rate=0.15,
+        drop_rate=0.15,
+        write_then_fail_rate=0.15,
+        rate_limit=200.0,
+        burst=5,
+    )
+    config = EmulatorConfig(keys={API_KEY: None}, faults=faults)
+    wanted = specs(300)
+    report = tmp_path / "r.json"
+    async with running_emulator(config, clock=clock) as server:
+        started = clock.now()
+        summary = await apply_secrets(
+            wanted,
+            credentials=credentials(),
+            options=options(server.base_url, max_rps=0, retry=RetryOptions(retries=12)),
+            report=report,
+            clock=clock,
+        )
+        stored = server.secrets(ACCOUNT)
+        seen = server.stats.requests
+    assert summary.all_succeeded, summary.line()
+    assert {status for (_, status) in seen} >= {0, 200, 409, 429, 500, 502, 503, 504}
+    assert clock.now() - started >= 1.0  # at least one Retry-After was waited, virtually
+    assert {sid: v for sid, (_, v) in stored.items()} == {
+        s.secret_id: s.value.reveal() for s in wanted
+    }
+    results = _load(report)["results"]
+    assert isinstance(results, list)
+    assert {r["secretId"] for r in results} == set(stored)
 
 
 async def test_429_with_retry_after_is_honoured(tmp_path: Path) -> None:
@@ -115,7 +154,7 @@ async def test_existing_secret_is_updated(tmp_path: Path) -> None:
             wanted,
             credentials=credentials(),
             options=options(server.base_url),
-            report=open_report(report),
+            report=report,
         )
         assert server.secrets(ACCOUNT)[wanted[3].secret_id][1] == value_for(3)
         assert server.stats.count(method="PATCH") == 1
@@ -157,7 +196,7 @@ async def test_bad_key_aborts_and_leaves_the_rest_not_attempted(tmp_path: Path) 
             wanted,
             credentials=credentials("wrong-key"),
             options=options(server.base_url, concurrency=4),
-            report=open_report(report),
+            report=report,
         )
         assert server.stats.count() == server.stats.count(status=401) == 1  # the listing
         assert server.secrets(ACCOUNT) == {}
@@ -174,13 +213,16 @@ async def test_key_revoked_while_writing_stops_the_rest() -> None:
     wanted = specs(200)
     keys: dict[str, frozenset[str] | None] = {API_KEY: None}
     async with running_emulator(EmulatorConfig(keys=keys)) as server:
-        provisioner = Provisioner(
-            wanted, credentials=credentials(), options=options(server.base_url, concurrency=4)
-        )
-        async with provisioner:
-            plan = await provisioner.plan()
+
+        def revoke(plan: Plan) -> None:
             del keys[API_KEY]  # revoked between the listing and the writes
-            summary = await provisioner.execute(plan)
+
+        summary = await apply_secrets(
+            wanted,
+            credentials=credentials(),
+            options=options(server.base_url, concurrency=4),
+            on_planned=revoke,
+        )
         assert 1 <= server.stats.count(status=401) <= 4
         assert server.stats.count(method="POST", status=200) == 0
     assert summary.aborted is not None and "401" in summary.aborted

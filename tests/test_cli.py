@@ -214,7 +214,10 @@ async def test_manifest_from_stdin(tmp_path: Path) -> None:
 
 
 async def test_converges_through_every_fault_at_once(tmp_path: Path) -> None:
-    """5xx, dropped connections and write-then-fail at 15% each, and 429 with Retry-After."""
+    """5xx, dropped connections and write-then-fail at 15% each, and 429 with Retry-After.
+
+    The 429s say ``Retry-After: 0`` so that this process test does not wait in real time;
+    ``test_apply`` meets whole seconds of Retry-After on a virtual clock."""
     manifest = write_yaml_manifest(tmp_path / "m.yaml", 300)
     report = tmp_path / "r.json"
     faults = Faults(
@@ -225,6 +228,7 @@ async def test_converges_through_every_fault_at_once(tmp_path: Path) -> None:
         rate_limit=200.0,
         burst=20,
         retry_after=True,
+        retry_after_seconds=0,
     )
     async with running_emulator(EmulatorConfig(keys={API_KEY: None}, faults=faults)) as server:
         code, out, err = await run_cli(

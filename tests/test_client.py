@@ -14,7 +14,7 @@ from bulk_secrets import errors
 from bulk_secrets.client import SecretsClient, parse_retry_after
 from bulk_secrets.emulator import EmulatorConfig, running_emulator
 
-from .helpers import ACCOUNT, API_KEY, CANARY, credentials, specs
+from .helpers import API_KEY, CANARY, credentials, specs
 
 pytestmark = pytest.mark.anyio
 
@@ -107,14 +107,3 @@ async def test_nothing_listening_is_a_connection_failure() -> None:
         url = server.base_url
     with pytest.raises(errors.ConnectionFailed):
         await _create(url)
-
-
-async def test_list_reads_every_page() -> None:
-    async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
-        for i in range(450):
-            server.put(ACCOUNT, f"s-{i:04d}", f"S_{i:04d}", "v")
-        async with SecretsClient(server.base_url, credentials(), connections=2, timeout=5) as c:
-            listed = [s async for s in c.list_all(ACCOUNT)]
-        assert server.stats.count(method="GET") == 3
-    assert [s.secret_id for s in listed] == [f"s-{i:04d}" for i in range(450)]
-    assert listed[0].key_name == "S_0000"

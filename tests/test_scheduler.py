@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bulk_secrets.models import Action, Status, Step
+from bulk_secrets.models import Action, Status, Step, Target
 from bulk_secrets.ratelimit import Rates
 from bulk_secrets.scheduler import Scheduler
 
@@ -15,10 +15,7 @@ pytestmark = pytest.mark.anyio
 def steps(account: str, count: int, **fields: object) -> list[Step]:
     return [
         Step(
-            account=account,
-            key_name=f"K{i}",
-            secret_id=f"k{i}",
-            location=f"m:{i}",
+            target=Target(account=account, key_name=f"K{i}", secret_id=f"k{i}", location=f"m:{i}"),
             action=Action.CREATE,
             **fields,  # type: ignore[arg-type]
         )
@@ -39,7 +36,7 @@ async def test_a_paused_account_does_not_hold_the_others() -> None:
     rates.of("slow").rate_limited(sent_at=50.0, now=50.0, retry_after=30.0)
     scheduler = Scheduler(steps("slow", 5) + steps("fast", 5), rates, window=100)
     taken = [await scheduler.take() for _ in range(5)]
-    assert [step.account for step in taken if step] == ["fast"] * 5
+    assert [step.target.account for step in taken if step] == ["fast"] * 5
 
 
 async def test_ready_accounts_take_turns_by_steps_in_flight() -> None:
@@ -49,7 +46,7 @@ async def test_ready_accounts_take_turns_by_steps_in_flight() -> None:
     for _ in range(6):  # none finishes: in-flight counts decide
         step = await scheduler.take()
         assert step is not None
-        order.append(step.account)
+        order.append(step.target.account)
     assert order == ["a", "b", "a", "b", "a", "b"]
 
 
@@ -58,7 +55,7 @@ async def test_settled_steps_go_first_and_count_nothing_in_flight() -> None:
     settled = steps("a", 2, outcome=Status.SKIPPED, reason="done")
     scheduler = Scheduler(steps("b", 1) + settled, rates, window=100)
     taken = [await scheduler.take() for _ in range(3)]
-    assert [(s.account, s.outcome) for s in taken if s] == [
+    assert [(s.target.account, s.outcome) for s in taken if s] == [
         ("a", Status.SKIPPED),
         ("a", Status.SKIPPED),
         ("b", None),

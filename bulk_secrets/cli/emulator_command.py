@@ -6,9 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import anyio
-
-from .output import loop_options
+from ..provision import run_blocking
 
 if TYPE_CHECKING:  # the emulator (aiohttp.web) loads only when it is used
     from .. import emulator
@@ -83,8 +81,5 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     def ready(base_url: str) -> None:
         say(f"emulator listening on {base_url} (keys: {len(config.keys)}); Ctrl-C stops it")
 
-    anyio.run(
-        lambda: emulator.serve(config, host=args.host, port=args.port, ready=ready),
-        backend_options=loop_options(),
-    )
+    run_blocking(lambda: emulator.serve(config, host=args.host, port=args.port, ready=ready))
     return 0

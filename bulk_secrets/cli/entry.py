@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from ..options import (
     OnExisting,
 )
 from . import api_commands, emulator_command
-from .output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say
+from .output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, with_hint
 
 SANDBOX_ACCOUNT = "sandbox"
 
@@ -185,16 +184,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "emulator":
             return emulator_command.run(args, say)
-        started = time.monotonic()
         manifests = _load(args)
         if args.command == "validate":
             return _validate(manifests)
-        return api_commands.run(args, manifests, started)
+        return api_commands.run(args, manifests)
     except ManifestError as exc:
-        say(str(exc))
+        say(with_hint(str(exc)))
         return EXIT_USAGE
     except (UsageError, ValueError) as exc:
-        say(f"error: {exc}")
+        say(with_hint(f"error: {exc}"))
         return EXIT_USAGE
     except KeyboardInterrupt:
         say("interrupted")

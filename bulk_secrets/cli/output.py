@@ -1,16 +1,17 @@
-"""Shared by the CLI's commands: exit codes, stderr messages, plans and drift as text or JSON,
-and the choice of event loop."""
+"""What the CLI's commands print: exit codes, stderr messages with the flag that helps, plans,
+drift and summaries as text or JSON."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from collections import Counter
 from typing import Any
 
-from ..models import Status, Step
+from ..models import Status, Step, Target
 from ..planner import Drift
+from ..provision import PlannedSteps
+from ..report import Summary
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -19,15 +20,36 @@ EXIT_ABORTED = 3
 EXIT_INTERRUPTED = 130
 
 _MARKS = {"create": "+", "update": "~", "delete": "-", "skip": "=", "fail": "!", "unreachable": "?"}
-
-
-def loop_options() -> dict[str, bool]:
-    """anyio's asyncio backend options: uvloop when it is installed (the ``fast`` extra)."""
-    return {"use_uvloop": importlib.util.find_spec("uvloop") is not None}
+# The library says what happened; the CLI adds the flag that helps.
+_HINTS = {
+    "no target account": "pass --account or --accounts-file, or set FIREWORKS_ACCOUNT_ID",
+    "no API key": "or use --sandbox to try it out",
+}
 
 
 def say(text: str) -> None:
     print(f"bulk-secrets: {text}", file=sys.stderr, flush=True)
+
+
+def with_hint(message: str) -> str:
+    """The message, and a line naming the flag that helps, if one does."""
+    hints = [hint for words, hint in _HINTS.items() if words in message]
+    return "\n".join([message, *(f"hint: {hint}" for hint in hints)])
+
+
+def print_summary(summary: Summary, *, as_json: bool) -> int:
+    """The first failures and the summary on stderr (and as JSON on stdout); the exit code."""
+    for failure in summary.first_failures:
+        say(f"failed: {failure.account} {failure.key_name} ({failure.location}): {failure.error}")
+    failed = summary.count(Status.FAILED)
+    if failed > len(summary.first_failures):
+        say(f"... and {failed - len(summary.first_failures)} more failed: see --report")
+    say(summary.line())
+    if as_json:
+        print(json.dumps(summary.to_record(), indent=2))
+    if summary.aborted:
+        return EXIT_ABORTED
+    return EXIT_OK if summary.all_succeeded else EXIT_FAILED
 
 
 def category(step: Step) -> str:
@@ -41,8 +63,12 @@ def category(step: Step) -> str:
     return step.action.value
 
 
-def _record(step: Step) -> dict[str, Any]:
-    record = {"keyName": step.key_name, "secretId": step.secret_id, "location": step.location}
+def _record(target: Target) -> dict[str, Any]:
+    return {"keyName": target.key_name, "secretId": target.secret_id, "location": target.location}
+
+
+def _step_record(step: Step) -> dict[str, Any]:
+    record = _record(step.target)
     if step.reason:
         record["reason"] = step.reason
     return record
@@ -51,31 +77,44 @@ def _record(step: Step) -> dict[str, Any]:
 def plan_record(steps: list[Step]) -> dict[str, Any]:
     accounts: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for step in steps:
-        accounts.setdefault(step.account, {}).setdefault(category(step), []).append(_record(step))
+        by_kind = accounts.setdefault(step.target.account, {})
+        by_kind.setdefault(category(step), []).append(_step_record(step))
     counts = Counter(category(step) for step in steps)
     return {"accounts": accounts, "summary": dict(sorted(counts.items()))}
 
 
-def print_plan(steps: list[Step], *, as_json: bool) -> Counter[str]:
-    """Print the plan on stdout; return its counts."""
+def show_plan(steps: list[Step], *, as_json: bool) -> Counter[str]:
+    """Print the plan on stdout and its counts on stderr; return the counts."""
     counts = Counter(category(step) for step in steps)
     if as_json:
         print(json.dumps(plan_record(steps), indent=2))
-        return counts
+    else:
+        _print_plan(steps, counts)
+    say(f"plan: {counts_line(counts)}; nothing was written")
+    return counts
+
+
+def _print_plan(steps: list[Step], counts: Counter[str]) -> None:
     by_account: dict[str, list[Step]] = {}
     for step in steps:
-        by_account.setdefault(step.account, []).append(step)
+        by_account.setdefault(step.target.account, []).append(step)
     for account, account_steps in by_account.items():
         tally = Counter(category(step) for step in account_steps)
         print(f"{account}: {counts_line(tally)}")
         for step in account_steps:
             kind = category(step)
+            target = step.target
             reason = f"  ({step.reason})" if step.reason else ""
             print(
-                f"  {_MARKS[kind]} {kind:<6} {step.key_name:<32} {step.secret_id:<34}"
-                f" {step.location}{reason}"
+                f"  {_MARKS[kind]} {kind:<6} {target.key_name:<32} {target.secret_id:<34}"
+                f" {target.location}{reason}"
             )
-    return counts
+
+
+def exit_code_of_plan(planned: PlannedSteps, counts: Counter[str]) -> int:
+    if planned.aborted:
+        return EXIT_ABORTED
+    return EXIT_FAILED if counts["unreachable"] or counts["fail"] else EXIT_OK
 
 
 def counts_line(counts: Counter[str]) -> str:
@@ -85,36 +124,47 @@ def counts_line(counts: Counter[str]) -> str:
     )
 
 
-def print_drift(found: Drift, *, as_json: bool) -> None:
+def show_drift(found: Drift, *, as_json: bool) -> None:
+    """Print the drift on stdout, and what was checked on stderr."""
     if as_json:
+        print(json.dumps(_drift_record(found), indent=2))
+    else:
+        _print_drift(found)
+    say(
+        f"verify: {len(found.missing)} missing, {len(found.renamed)} with another keyName, "
+        f"{len(found.unexpected)} unexpected, {len(found.unreachable)} account(s) unreachable. "
+        "Values cannot be read back from the API, so only names were checked."
+    )
+
+
+def exit_code_of_drift(found: Drift) -> int:
+    if found.aborted:
+        return EXIT_ABORTED
+    return EXIT_OK if found.clean else EXIT_FAILED
+
+
+def _drift_record(found: Drift) -> dict[str, Any]:
+    return {
+        "clean": found.clean,
+        "missing": [_record(t) | {"account": t.account} for t in found.missing],
+        "renamed": [
+            _record(t) | {"account": t.account, "actualKeyName": actual}
+            for t, actual in found.renamed
+        ],
+        "unexpected": [_record(t) | {"account": t.account} for t in found.unexpected],
+        "unreachable": found.unreachable,
+    }
+
+
+def _print_drift(found: Drift) -> None:
+    for t in found.missing:
+        print(f"missing     {t.account}  {t.key_name} ({t.secret_id})  {t.location}")
+    for t, actual in found.renamed:
         print(
-            json.dumps(
-                {
-                    "clean": found.clean,
-                    "missing": [
-                        _record(step) | {"account": step.account} for step in found.missing
-                    ],
-                    "renamed": [
-                        _record(step) | {"account": step.account, "actualKeyName": actual}
-                        for step, actual in found.renamed
-                    ],
-                    "unexpected": [
-                        _record(step) | {"account": step.account} for step in found.unexpected
-                    ],
-                    "unreachable": found.unreachable,
-                },
-                indent=2,
-            )
+            f"renamed     {t.account}  {t.secret_id}: keyName is {actual}, "
+            f"the manifest says {t.key_name}  {t.location}"
         )
-        return
-    for step in found.missing:
-        print(f"missing     {step.account}  {step.key_name} ({step.secret_id})  {step.location}")
-    for step, actual in found.renamed:
-        print(
-            f"renamed     {step.account}  {step.secret_id}: keyName is {actual}, "
-            f"the manifest says {step.key_name}  {step.location}"
-        )
-    for step in found.unexpected:
-        print(f"unexpected  {step.account}  {step.key_name} ({step.secret_id})")
+    for t in found.unexpected:
+        print(f"unexpected  {t.account}  {t.key_name} ({t.secret_id})")
     for account, why in found.unreachable.items():
         print(f"unreachable {account}: {why}")

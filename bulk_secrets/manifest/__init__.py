@@ -12,16 +12,17 @@ from __future__ import annotations
 import io
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from ..errors import ManifestChanged, ManifestError, Problem
-from ..models import SecretSpec, SecretValue
+from ..models import SecretSpec, SecretValue, Target
 from ..naming import account_id_problem, key_name_problem, secret_id_for, secret_id_problem
 from . import csv_format, dotenv_format, json_format, yaml_format
-from .model import Document, FromEnv, FromFile, Header, Literal, Problems, RawEntry, Source
+from .document import Document, FromEnv, FromFile, Header, Inline, Problems, RawEntry, Source
 
 FORMATS = ("yaml", "json", "csv", "dotenv")
 STDIN = "-"
@@ -46,19 +47,8 @@ def format_of(path: str) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
-    """One secret aimed at one account, as ``validate`` shows it: never with its value."""
-
-    account: str
-    key_name: str
-    secret_id: str
-    source: str
-    location: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Aim:
-    """A checked entry: its secret id and the accounts it goes to."""
+class _CheckedEntry:
+    """An entry that passed its checks: its secret id and the accounts it goes to."""
 
     raw: RawEntry
     secret_id: str
@@ -80,6 +70,7 @@ class Manifest:
     ) -> None:
         self.path = path
         self.format = format
+        self.started = time.monotonic()  # when its reading began
         self.count = 0
         self._accounts: dict[str, None] = {}  # the accounts it targets, in order
         self.warnings: list[Problem] = []
@@ -89,7 +80,9 @@ class Manifest:
         self._env = env
         self._text = text
         self._folder = Path.cwd() if path == STDIN else Path(path).parent
-        self._kept: list[_Aim] | None = None  # the checked entries, when few enough to keep
+        self._kept: list[_CheckedEntry] | None = (
+            None  # the checked entries, when few enough to keep
+        )
         self._stamp: tuple[int, int] | None = None  # size and mtime of the file checked
 
     @property
@@ -102,30 +95,30 @@ class Manifest:
 
     def specs(self) -> Iterator[SecretSpec]:
         """Every secret for every account it goes to, reading values as it goes."""
-        for aim in self._checked():
-            if aim.raw.source is None:
+        for entry in self._checked():
+            if entry.raw.source is None:
                 continue  # never met: a manifest with such an entry is rejected
-            value = self._value(aim.raw.source)
-            for account in aim.accounts:
+            value = self._value(entry.raw.source)
+            for account in entry.accounts:
                 yield SecretSpec(
                     account=account,
-                    key_name=aim.raw.key_name,
-                    secret_id=aim.secret_id,
+                    key_name=entry.raw.key_name,
+                    secret_id=entry.secret_id,
                     value=value,
-                    location=f"{self.name}:{aim.raw.line}",
-                    source=_describe(aim.raw.source),
+                    location=f"{self.name}:{entry.raw.line}",
+                    source=_describe(entry.raw.source),
                 )
 
     def targets(self) -> Iterator[Target]:
         """What :meth:`specs` would give, without reading a single value."""
-        for aim in self._checked():
-            for account in aim.accounts:
+        for entry in self._checked():
+            for account in entry.accounts:
                 yield Target(
-                    account,
-                    aim.raw.key_name,
-                    aim.secret_id,
-                    _describe(aim.raw.source),
-                    f"{self.name}:{aim.raw.line}",
+                    account=account,
+                    key_name=entry.raw.key_name,
+                    secret_id=entry.secret_id,
+                    location=f"{self.name}:{entry.raw.line}",
+                    source=_describe(entry.raw.source),
                 )
 
     def verify_unchanged(self) -> None:
@@ -142,11 +135,11 @@ class Manifest:
             return None
         return stat.st_size, stat.st_mtime_ns
 
-    def _checked(self) -> Iterable[_Aim]:
+    def _checked(self) -> Iterable[_CheckedEntry]:
         """The checked entries: kept from the first pass when few, else read again."""
         if self._kept is not None:
             return self._kept
-        return self._aims(Problems(self.name, quiet=True))
+        return self._entries(Problems(self.name, quiet=True))
 
     def _document(self, out: Problems) -> Document:
         try:
@@ -169,30 +162,30 @@ class Manifest:
             raise
         return Document(document.header, _closing(document.entries, stream))
 
-    def _aims(self, out: Problems, document: Document | None = None) -> Iterator[_Aim]:
+    def _entries(self, out: Problems, document: Document | None = None) -> Iterator[_CheckedEntry]:
         document = document or self._document(out)
         header = document.header
         base = self._override or header.accounts or self._default
-        unaimed: list[int] = []
+        untargeted: list[int] = []
         for raw in document.entries:
-            aim = self._aim(raw, header, base, out, unaimed)
-            if aim is not None:
-                yield aim
-        if unaimed:
+            entry = self._check_entry(raw, header, base, out, untargeted)
+            if entry is not None:
+                yield entry
+        if untargeted:
             out.error(
-                unaimed[0],
-                f"{len(unaimed)} secret(s) have no target account: pass --account, "
-                "name one in the manifest, or set FIREWORKS_ACCOUNT_ID",
+                untargeted[0],
+                f"{len(untargeted)} secret(s) have no target account: name one in the manifest, "
+                "or give the accounts to apply it to",
             )
 
-    def _aim(
+    def _check_entry(
         self,
         raw: RawEntry,
         header: Header,
         base: tuple[str, ...],
         out: Problems,
-        unaimed: list[int],
-    ) -> _Aim | None:
+        untargeted: list[int],
+    ) -> _CheckedEntry | None:
         def column(name: str) -> str | None:
             return name if raw.tabular else None
 
@@ -208,9 +201,9 @@ class Manifest:
             return None
         if raw.accounts is None:
             if not base:
-                unaimed.append(raw.line)
+                untargeted.append(raw.line)
                 return None
-            return _Aim(raw, secret_id, base)
+            return _CheckedEntry(raw, secret_id, base)
         bad = [p for p in map(account_id_problem, raw.accounts) if p]
         strangers = [a for a in raw.accounts if header.accounts and a not in header.accounts]
         if bad or strangers:
@@ -223,7 +216,7 @@ class Manifest:
         accounts = tuple(a for a in raw.accounts if self._override is None or a in self._override)
         if not accounts:
             out.warn(raw.line, f"{raw.key_name} is not applied: its accounts are not targeted")
-        return _Aim(raw, secret_id, accounts)
+        return _CheckedEntry(raw, secret_id, accounts)
 
     def check(self, out: Problems, ids: _IdRegistry) -> None:
         """The first pass: find every problem, count the secrets, register their ids."""
@@ -231,18 +224,18 @@ class Manifest:
         document = self._document(out)
         self._check_header(document.header, out)
         entries = 0
-        kept: list[_Aim] | None = []
-        for aim in self._aims(out, document):
+        kept: list[_CheckedEntry] | None = []
+        for entry in self._entries(out, document):
             entries += 1
             if kept is not None and len(kept) < KEEP_LIMIT:
-                kept.append(aim)
+                kept.append(entry)
             else:
                 kept = None  # too many to keep: the second pass reads the file again
-            self._check_source(aim.raw, out)
-            for account in aim.accounts:
-                ids.add(account, aim.secret_id)
+            self._check_source(entry.raw, out)
+            for account in entry.accounts:
+                ids.add(account, entry.secret_id)
                 self._accounts.setdefault(account)
-            self.count += len(aim.accounts)
+            self.count += len(entry.accounts)
         if entries == 0 and not out.errors:
             out.error(None, "the manifest has no secrets")
         self.warnings = out.warnings
@@ -265,11 +258,11 @@ class Manifest:
     def _check_source(self, raw: RawEntry, out: Problems) -> None:
         if raw.source is None:
             return
-        field = {Literal: "value", FromEnv: "fromEnv", FromFile: "fromFile"}[type(raw.source)]
+        field = {Inline: "value", FromEnv: "fromEnv", FromFile: "fromFile"}[type(raw.source)]
         column = field if raw.tabular else None
         line = raw.line_of(field)
         source = raw.source
-        if isinstance(source, Literal):
+        if isinstance(source, Inline):
             if not len(source.value):
                 out.warn(line, f"{raw.key_name} has an empty value")
         elif not (source.var if isinstance(source, FromEnv) else source.path):
@@ -283,7 +276,7 @@ class Manifest:
                 out.error(line, f"fromFile {source.path!r}: {problem}", column)
 
     def _value(self, source: Source) -> SecretValue:
-        if isinstance(source, Literal):
+        if isinstance(source, Inline):
             return source.value
         if isinstance(source, FromEnv):
             return SecretValue(self._env[source.var])
@@ -406,10 +399,12 @@ def load_manifests(
 
 
 class ManifestSet:
-    """Checked manifests, read as one source of secrets."""
+    """Checked manifests, read as one source of secrets. ``started`` (a ``time.monotonic()``)
+    is when their reading began."""
 
     def __init__(self) -> None:
         self.manifests: list[Manifest] = []
+        self.started = time.monotonic()
 
     def __iter__(self) -> Iterator[Manifest]:
         return iter(self.manifests)

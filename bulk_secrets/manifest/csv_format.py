@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Protocol, TextIO
 
 from ..models import SecretValue
-from .model import SOURCE_FIELDS, Document, FromEnv, FromFile, Header, Literal, Problems, RawEntry
+from .document import SOURCE_FIELDS, Document, FromEnv, FromFile, Header, Inline, Problems, RawEntry
 
 COLUMNS = ("keyName", *SOURCE_FIELDS, "account", "id")
 # Large values (certificates, JSON credentials) are longer than csv's default 128 KiB field.
@@ -86,7 +86,7 @@ def _rows(reader: _Reader, names: list[str], out: Problems) -> Iterator[RawEntry
 def _entry(line: int, row: list[str], at: dict[str, int], source: str) -> RawEntry:
     text = row[at[source]]
     found = (
-        Literal(SecretValue(text))
+        Inline(SecretValue(text))
         if source == "value"
         else FromEnv(text)
         if source == "fromEnv"

@@ -11,7 +11,7 @@ from ..models import SecretValue
 
 
 @dataclass(frozen=True, slots=True)
-class Literal:
+class Inline:
     """A value written in the manifest itself."""
 
     value: SecretValue
@@ -40,7 +40,7 @@ class FromFile:
         return f"file:{self.path}"
 
 
-Source = Literal | FromEnv | FromFile
+Source = Inline | FromEnv | FromFile
 SOURCE_FIELDS = ("value", "fromEnv", "fromFile")
 
 

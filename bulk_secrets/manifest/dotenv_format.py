@@ -17,7 +17,7 @@ from typing import TextIO
 from dotenv.parser import parse_stream
 
 from ..models import SecretValue
-from .model import Document, Header, Literal, Problems, RawEntry
+from .document import Document, Header, Inline, Problems, RawEntry
 
 _OPEN_QUOTE = re.compile(r"\s*(export\s+)?[^=\s]+\s*=\s*[\"']")
 
@@ -43,7 +43,7 @@ def _entries(text: str, out: Problems) -> Iterator[RawEntry]:
         elif binding.value is None:
             out.error(line, "the line has no '=' (write NAME= for an empty value)")
         else:
-            yield RawEntry(line, binding.key, Literal(SecretValue(binding.value)))
+            yield RawEntry(line, binding.key, Inline(SecretValue(binding.value)))
 
 
 def _never_closed(chunk: str) -> bool:

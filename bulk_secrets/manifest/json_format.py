@@ -12,7 +12,7 @@ import re
 from json.decoder import scanstring  # type: ignore[attr-defined]  # untyped, but public
 from typing import TextIO
 
-from .model import Document, Header, Problems
+from .document import Document, Header, Problems
 from .tree import Node, read_tree
 
 _SPACE = re.compile(r"[ \t\n\r]*")

@@ -16,13 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..models import SecretValue
-from .model import (
+from .document import (
     SOURCE_FIELDS,
     Document,
     FromEnv,
     FromFile,
     Header,
-    Literal,
+    Inline,
     Problems,
     RawEntry,
     Source,
@@ -92,7 +92,7 @@ def _entries(secrets: Node, out: Problems) -> Iterator[RawEntry]:
                 entry = (
                     None
                     if text is None
-                    else RawEntry(key.line, key.text, Literal(SecretValue(text)))
+                    else RawEntry(key.line, key.text, Inline(SecretValue(text)))
                 )
             if entry is not None:
                 yield entry
@@ -131,7 +131,7 @@ def _source(name: str, node: Node, out: Problems) -> Source | None:
     if text is None:
         return None
     if name == "value":
-        return Literal(SecretValue(text))
+        return Inline(SecretValue(text))
     if not text:
         out.error(node.line, f"{name} is empty")
         return None

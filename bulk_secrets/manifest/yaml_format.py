@@ -11,7 +11,7 @@ from typing import TextIO
 
 import yaml
 
-from .model import Document, Header, Problems
+from .document import Document, Header, Problems
 from .tree import Node, read_tree
 
 _STR = "tag:yaml.org,2002:str"
