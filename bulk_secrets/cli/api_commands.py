@@ -12,7 +12,6 @@ import anyio
 
 from ..errors import UsageError
 from ..manifest import ManifestSet
-from ..models import Credentials, SecretValue
 from ..options import ApplyOptions, OnExisting, RetryOptions
 from ..planner import Plan
 from ..policy import Hints, Why
@@ -23,7 +22,7 @@ from ..provision import (
     run_blocking,
     verify_secrets,
 )
-from .emulator_command import SANDBOX_KEY
+from ..sandbox import sandbox
 from .output import exit_code_of_drift, exit_code_of_plan, print_summary, say, show_drift, show_plan
 
 
@@ -45,14 +44,10 @@ async def _run(args: argparse.Namespace, manifests: ManifestSet, options: ApplyO
     as_json = args.output == "json"
     async with AsyncExitStack() as stack:
         if args.sandbox:
-            from .. import emulator  # loads aiohttp.web only when it is used
-
-            config = emulator.EmulatorConfig(keys={SANDBOX_KEY: None})
-            server = await stack.enter_async_context(emulator.running_emulator(config))
-            options = dataclasses.replace(options, base_url=server.base_url)
-            credentials = Credentials(SecretValue(SANDBOX_KEY))
+            base_url, credentials = await stack.enter_async_context(sandbox())
+            options = dataclasses.replace(options, base_url=base_url)
             say(
-                f"sandbox: using the built-in emulator at {server.base_url} "
+                f"sandbox: using the built-in emulator at {base_url} "
                 "with a throwaway key; nothing leaves this machine"
             )
         else:

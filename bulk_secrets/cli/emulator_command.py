@@ -7,11 +7,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..provision import run_blocking
+from ..sandbox import SANDBOX_KEY
 
 if TYPE_CHECKING:  # the emulator (aiohttp.web) loads only when it is used
     from .. import emulator
-
-SANDBOX_KEY = "sandbox-key"
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

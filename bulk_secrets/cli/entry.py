@@ -23,10 +23,9 @@ from ..options import (
     DEFAULT_TIMEOUT,
     OnExisting,
 )
+from ..sandbox import SANDBOX_ACCOUNT
 from . import api_commands, emulator_command
 from .output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, with_hint
-
-SANDBOX_ACCOUNT = "sandbox"
 
 
 def _parser() -> argparse.ArgumentParser:
