@@ -171,6 +171,46 @@ async def test_interrupt_exits_130_with_every_secret_in_the_report(
     assert len(failed) == (in_flight if "failed" in statuses else 0)  # those in flight
 
 
+async def test_a_value_file_gone_mid_run_exits_1_with_a_complete_report(tmp_path: Path) -> None:
+    """The file of entry 31 of 41 vanishes after the writes began: that secret fails with the
+    reason, the rest are reported, and no traceback reaches the terminal."""
+    lines = [f"  - {{keyName: {key_for(i)}, value: {json.dumps(value_for(i))}}}" for i in range(30)]
+    lines.append("  - {keyName: FROM_FILE, fromFile: value.txt}")
+    lines += [
+        f"  - {{keyName: {key_for(i)}, value: {json.dumps(value_for(i))}}}" for i in range(30, 40)
+    ]
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("secrets:\n" + "\n".join(lines) + "\n")
+    (tmp_path / "value.txt").write_text(CANARY)
+    report = tmp_path / "r.jsonl"
+    config = EmulatorConfig(keys={API_KEY: None}, faults=Faults(write_latency=0.02))
+    async with running_emulator(config) as server:
+        process = await anyio.open_process(
+            [sys.executable, "-m", "bulk_secrets", "apply", str(manifest), "--account", ACCOUNT,
+             "--base-url", server.base_url, "--concurrency", "1", "--report", str(report)],
+            env=cli_env(),
+            cwd=ROOT,
+        )  # fmt: skip
+        async with process:
+            await server.wait_until(lambda stats: stats.count(method="POST") >= 2)
+            (tmp_path / "value.txt").unlink()
+            assert process.stderr is not None
+            with anyio.fail_after(30):
+                err = b"".join([chunk async for chunk in process.stderr]).decode()
+                code = await process.wait()
+    assert code == 1
+    assert "Traceback" not in err
+    records = [json.loads(line) for line in report.read_text().splitlines()]
+    summary = records.pop()["summary"]
+    assert summary["total"] == len(records) == 41
+    assert summary["stopped"] and "value.txt" in summary["stopped"]
+    by_key = {r["keyName"]: r for r in records}
+    assert by_key["FROM_FILE"]["status"] == "failed"
+    assert "value.txt" in by_key["FROM_FILE"]["error"]
+    assert {by_key[key_for(i)]["status"] for i in range(35, 40)} == {"not_attempted"}
+    assert CANARY not in err + report.read_text()
+
+
 async def test_validate_lists_targets_without_values_and_sends_nothing(tmp_path: Path) -> None:
     manifest = write_yaml_manifest(tmp_path / "m.yaml", 3)
     accounts = tmp_path / "accounts.txt"
