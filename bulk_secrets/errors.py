@@ -95,7 +95,7 @@ class ConnectionFailed(TransientError):
 
 
 class RequestTimeout(TransientError):
-    """No answer came back within the per-request timeout (raise it with --timeout)."""
+    """No answer came back within the per-request timeout."""
 
 
 class RateLimited(TransientError):

@@ -318,3 +318,21 @@ async def test_two_api_keys_for_one_account_is_a_usage_error(tmp_path: Path) -> 
     code, _, err = await run_cli("plan", *args[:2], "--base-url", "http://127.0.0.1:9", env=env)
     assert code == 2
     assert "two API keys for account 'team-a': KEY_ONE and KEY_TWO" in err
+
+
+async def test_the_cli_adds_the_flag_that_helps_to_what_the_library_says(tmp_path: Path) -> None:
+    code, _, err = await run_cli("validate", "-")
+    assert code == 2
+    assert "<stdin>: error: unknown manifest format: name its format" in err
+    assert "hint: pass --format" in err
+
+    manifest = write_yaml_manifest(tmp_path / "m.yaml", 2)
+    config = EmulatorConfig(keys={API_KEY: None}, faults=Faults(write_latency=0.5))
+    async with running_emulator(config) as server:
+        code, _, err = await run_cli(
+            "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url,
+            "--timeout", "0.1", "--retries", "0",
+        )  # fmt: skip
+    assert code == 1
+    assert "POST got no answer within 0.1s" in err
+    assert err.count("hint: raise --timeout") == 1

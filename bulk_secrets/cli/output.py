@@ -24,6 +24,8 @@ _MARKS = {"create": "+", "update": "~", "delete": "-", "skip": "=", "fail": "!",
 _HINTS = {
     "no target account": "pass --account or --accounts-file, or set FIREWORKS_ACCOUNT_ID",
     "no API key": "or use --sandbox to try it out",
+    "name its format": "pass --format",
+    "got no answer within": "raise --timeout if the server is slow, not gone",
 }
 
 
@@ -33,8 +35,11 @@ def say(text: str) -> None:
 
 def with_hint(message: str) -> str:
     """The message, and a line naming the flag that helps, if one does."""
-    hints = [hint for words, hint in _HINTS.items() if words in message]
-    return "\n".join([message, *(f"hint: {hint}" for hint in hints)])
+    return "\n".join([message, *(f"hint: {hint}" for hint in _hints(message))])
+
+
+def _hints(message: str) -> list[str]:
+    return [hint for words, hint in _HINTS.items() if words in message]
 
 
 def print_summary(summary: Summary, *, as_json: bool) -> int:
@@ -44,6 +49,9 @@ def print_summary(summary: Summary, *, as_json: bool) -> int:
     failed = summary.count(Status.FAILED)
     if failed > len(summary.first_failures):
         say(f"... and {failed - len(summary.first_failures)} more failed: see --report")
+    reasons = (failure.error or "" for failure in summary.first_failures)
+    for hint in dict.fromkeys(hint for reason in reasons for hint in _hints(reason)):
+        say(f"hint: {hint}")
     say(summary.line())
     if as_json:
         print(json.dumps(summary.to_record(), indent=2))

@@ -373,7 +373,7 @@ def load_manifests(
         name = "<stdin>" if path == STDIN else path
         kind = format or (None if path == STDIN else format_of(path))
         if kind not in FORMATS:
-            hint = "pass --format" if path == STDIN else "use .yaml, .yml, .json, .csv or .env"
+            hint = "name its format" if path == STDIN else "use .yaml, .yml, .json, .csv or .env"
             problems.append(Problem(name, None, f"unknown manifest format: {hint}"))
             continue
         text = None
