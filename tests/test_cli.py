@@ -51,7 +51,7 @@ async def test_canary_values_never_reach_any_output(tmp_path: Path, suffix: str)
         server.put(ACCOUNT, "secret-00007", "SECRET_00007", "old")
         code, out, err = await run_cli(
             "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url,
-            "--retries", "0", "--report", str(report),
+            "--retries", "0", "--max-rps", "0", "--report", str(report),
         )  # fmt: skip
     assert code == 1  # with no retries some secrets fail: their errors are printed too
     text = report.read_text()
