@@ -2,33 +2,34 @@
 
 ``run_sequential`` (one ``requests`` POST after another, in this process), ``run_bare``
 (``bare.py``) and ``run_apply`` (``python -m bulk_secrets apply``) each return a
-``Measurement``.
+``Measurement``. Each takes its emulator from ``Servers``: a fresh one, except in a smoke run.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
+import requests
 from measurements import Measurement, RunFailed
 from processes import (
     API_KEY,
     BARE,
-    Emulator,
+    Servers,
     client_timeout,
     emulator_knobs,
     expected_rate,
-    fill_from_server,
     json_object,
     local_session,
     run_client,
     tail,
 )
 
-ACCOUNT = "bench"
 RETRIES = 8
 SEQUENTIAL_MAX_SECONDS = 60.0
 
@@ -58,64 +59,72 @@ class Manifests:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._paths: dict[int, Path] = {}
+        self._lock = threading.Lock()  # a smoke run asks from several threads
 
     def get(self, count: int) -> Path:
-        if count not in self._paths:
-            self._paths[count] = write_manifest(self.folder / f"secrets-{count}.csv", count)
-        return self._paths[count]
+        with self._lock:
+            if count not in self._paths:
+                self._paths[count] = write_manifest(self.folder / f"secrets-{count}.csv", count)
+            return self._paths[count]
+
+
+_REPORTS = itertools.count(1)  # apply's report files, one per run
 
 
 # --- the three clients ----------------------------------------------------------------------
 
 
-def run_sequential(scenario: str, latency: float, sample: int) -> Measurement:
+def run_sequential(servers: Servers, scenario: str, latency: float, sample: int) -> Measurement:
     """One POST after another over one ``requests.Session``, in this process."""
     knobs, described = emulator_knobs(latency)
     m = Measurement(scenario, "sequential", 1, latency * 1000, sample, server=described)
     m.sampled = True
     m.note = f"sampled: {sample} secrets"
-    with Emulator(*knobs) as server:
-        cpu_before = server.cpu_seconds()
-        url = f"{server.url}/v1/accounts/{ACCOUNT}/secrets"
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"}
-        cpu_started = time.process_time()
-        started = time.perf_counter()
-        with local_session() as session:
-            for index in range(1, sample + 1):
-                if time.perf_counter() - started > SEQUENTIAL_MAX_SECONDS:
-                    m.note += f", stopped after {SEQUENTIAL_MAX_SECONDS:g}s"
-                    break
-                key_name = key_for(index)
-                secret_id = key_name.lower().replace("_", "-")
-                body = {
-                    "name": f"accounts/{ACCOUNT}/secrets/{secret_id}",
-                    "keyName": key_name,
-                    "value": value_for(index),
-                }
-                response = session.post(url, data=json.dumps(body), headers=headers, timeout=30)
-                m.succeeded += response.status_code == 200
-        m.work_seconds = m.wall_seconds = time.perf_counter() - started
-        m.client_cpu_seconds = time.process_time() - cpu_started
-        fill_from_server(m, server, cpu_before)
+    try:
+        with servers.lease(knobs) as server:
+            url = f"{server.url}/v1/accounts/{server.account}/secrets"
+            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"}
+            cpu_started = time.process_time()
+            started = time.perf_counter()
+            with local_session() as session:
+                for index in range(1, sample + 1):
+                    if time.perf_counter() - started > SEQUENTIAL_MAX_SECONDS:
+                        m.note += f", stopped after {SEQUENTIAL_MAX_SECONDS:g}s"
+                        break
+                    key_name = key_for(index)
+                    secret_id = key_name.lower().replace("_", "-")
+                    body = {
+                        "name": f"accounts/{server.account}/secrets/{secret_id}",
+                        "keyName": key_name,
+                        "value": value_for(index),
+                    }
+                    response = session.post(url, data=json.dumps(body), headers=headers, timeout=30)
+                    m.succeeded += response.status_code == 200
+            m.work_seconds = m.wall_seconds = time.perf_counter() - started
+            m.client_cpu_seconds = time.process_time() - cpu_started
+            server.fill(m)
+    except (RunFailed, requests.RequestException) as exc:
+        m.error = str(exc) or type(exc).__name__
     return m
 
 
-def run_bare(scenario: str, secrets: int, concurrency: int, latency: float) -> Measurement:
+def run_bare(
+    servers: Servers, scenario: str, secrets: int, concurrency: int, latency: float
+) -> Measurement:
     """``bare.py`` in a process of its own."""
     knobs, described = emulator_knobs(latency)
     m = Measurement(scenario, "bare", concurrency, latency * 1000, secrets, server=described)
     timeout = client_timeout(secrets, expected_rate(concurrency, latency))
     try:
-        with Emulator(*knobs) as server:
-            cpu_before = server.cpu_seconds()
+        with servers.lease(knobs) as server:
             command = [sys.executable, str(BARE), "--base-url", server.url]
-            command += ["--account", ACCOUNT, "--count", str(secrets)]
+            command += ["--account", server.account, "--count", str(secrets)]
             command += ["--concurrency", str(concurrency), "--deadline", f"{timeout - 30:.0f}"]
             run = run_client(command, timeout)
-            fill_from_server(m, server, cpu_before)
+            server.fill(m)
         record = json_object(run.stdout)
-    except RunFailed as exc:
-        m.error = str(exc)
+    except (RunFailed, requests.RequestException) as exc:
+        m.error = str(exc) or type(exc).__name__
         return m
     m.succeeded = int(record["succeeded"])
     m.work_seconds = float(record["seconds"])
@@ -130,6 +139,7 @@ def run_bare(scenario: str, secrets: int, concurrency: int, latency: float) -> M
 
 
 def run_apply(
+    servers: Servers,
     scenario: str,
     manifest: Path,
     secrets: int,
@@ -144,22 +154,21 @@ def run_apply(
     m = Measurement(scenario, "apply", concurrency, latency * 1000, secrets, server=described)
     m.max_rps = max_rps
     rate_guess = float(rate_limit) if rate_limit else expected_rate(concurrency, latency)
-    report = manifest.with_name(f"report-{os.getpid()}-{time.monotonic_ns()}.jsonl")
+    report = manifest.with_name(f"report-{os.getpid()}-{next(_REPORTS)}.jsonl")
     try:
-        with Emulator(*knobs) as server:
-            cpu_before = server.cpu_seconds()
+        with servers.lease(knobs) as server:
             command = [sys.executable, "-m", "bulk_secrets", "apply", str(manifest)]
-            command += ["--account", ACCOUNT, "--base-url", server.url]
+            command += ["--account", server.account, "--base-url", server.url]
             command += ["--concurrency", str(concurrency), "--max-rps", f"{max_rps:g}"]
             command += ["--retries", str(RETRIES), "--report", str(report), "--output", "json"]
             run = run_client(command, client_timeout(secrets, rate_guess))
-            fill_from_server(m, server, cpu_before)
+            server.fill(m)
         m.exit_code = run.returncode
         m.wall_seconds = run.wall_seconds
         m.peak_rss_kib = run.peak_rss_kib
         m.client_cpu_seconds = run.cpu_seconds
         summary = json_object(run.stdout)
-    except RunFailed as exc:
+    except (RunFailed, requests.RequestException) as exc:
         m.error = str(exc) if m.exit_code is None else f"exit {m.exit_code}: {exc}"
         return m
     finally:

@@ -138,6 +138,7 @@ class Check:
 class Settings:
     secrets: int
     quick: bool
+    smoke: bool  # the scenarios at once, on shared emulators: a check, not a measurement
     sequential_sample: dict[float, int]
     repeats: int
     sweep: tuple[int, ...]

@@ -1,13 +1,16 @@
 """The subprocesses: the emulator, and a client started through ``peak_rss.py``.
 
 ``Emulator`` starts ``python -m bulk_secrets emulator`` on a free loopback port and reads its
-stats and CPU time; ``run_client`` runs a client (``bare.py`` or the CLI) in a process group of
-its own, killed on timeout, and reads its peak RSS and CPU time; ``json_object`` reads the JSON
+stats and CPU time; ``Servers`` hands each run its emulator (a fresh one, or in a smoke run a
+shared one); ``run_client`` runs a client (``bare.py`` or the CLI) in a process group of its
+own, killed on timeout, and reads its peak RSS and CPU time; ``json_object`` reads the JSON
 summary a client printed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import signal
@@ -17,7 +20,7 @@ import sys
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +35,7 @@ PEAK_RSS = HERE / "peak_rss.py"
 
 HOST = "127.0.0.1"  # every server binds here, every request goes here
 API_KEY = "bench-throwaway-key"  # the only key the emulators accept; it guards nothing
+ACCOUNT = "bench"  # the account of every run on a fresh emulator; shared ones: bench-1, ...
 EMULATOR_READY_SECONDS = 30.0
 
 
@@ -60,16 +64,10 @@ class Emulator:
         self._process: subprocess.Popen[str] | None = None
         self._drain_thread: threading.Thread | None = None
         self._tail: deque[str] = deque(maxlen=40)
+        self._interrupted = False  # interrupt() was called: start no more
 
     def __enter__(self) -> Emulator:
-        try:
-            for _ in range(3):  # another program may take the free port before the emulator
-                if self._start(free_port()):
-                    return self
-        except BaseException:  # this harness is being stopped: stop the emulator too
-            self._stop()
-            raise
-        raise RunFailed("the emulator did not start: " + " | ".join(self._tail))
+        return self.start()
 
     def __exit__(
         self,
@@ -77,7 +75,19 @@ class Emulator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stop()
+        self.stop()
+
+    def start(self) -> Emulator:
+        try:
+            for _ in range(3):  # another program may take the free port before the emulator
+                if self._interrupted:
+                    raise RunFailed("the emulator was stopped as it started")
+                if self._start(free_port()):
+                    return self
+        except BaseException:  # this harness is being stopped: stop the emulator too
+            self.stop()
+            raise
+        raise RunFailed("the emulator did not start: " + " | ".join(self._tail))
 
     def _start(self, port: int) -> bool:
         command = [sys.executable, "-m", "bulk_secrets", "emulator", "--host", HOST]
@@ -102,7 +112,7 @@ class Emulator:
         if ready.is_set():
             self.url = f"http://{HOST}:{port}"
             return True
-        self._stop()
+        self.stop()
         return False
 
     def _drain(self, stream: IO[str], ready: threading.Event, settled: threading.Event) -> None:
@@ -114,7 +124,15 @@ class Emulator:
                 settled.set()
         settled.set()
 
-    def _stop(self) -> None:
+    def interrupt(self) -> None:
+        """Ask it to stop (SIGINT), without waiting: ``stop`` then waits. For good: if it is
+        starting, it does not try again."""
+        self._interrupted = True
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+
+    def stop(self) -> None:
         process, self._process = self._process, None
         drain, self._drain_thread = self._drain_thread, None
         if process is None:
@@ -162,6 +180,112 @@ def emulator_knobs(latency: float, rate_limit: int = 0) -> tuple[list[str], str]
     return knobs, described
 
 
+@dataclass(frozen=True)
+class Lease:
+    """One run's use of an emulator: its URL, the account to use, and its counters so far."""
+
+    server: Emulator
+    account: str
+    cpu_before: float
+    # The counters when the run began (a shared emulator), or None: a fresh emulator's
+    # counters are the run's own.
+    stats_before: dict[str, Any] | None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def fill(self, m: Measurement) -> None:
+        """The run's server CPU, requests by status and connections."""
+        m.server_cpu_seconds = self.server.cpu_seconds() - self.cpu_before
+        stats = self.server.stats()
+        requests_now = {str(k): int(n) for k, n in stats["requests"].items()}
+        connections = int(stats["connections"])
+        if self.stats_before is not None:
+            before = {str(k): int(n) for k, n in self.stats_before["requests"].items()}
+            requests_now = {
+                k: n - before.get(k, 0) for k, n in requests_now.items() if n > before.get(k, 0)
+            }
+            # Each count has its own request's connection taken off, but the difference still
+            # holds the connection of the request that read stats_before: take it off too.
+            connections -= int(self.stats_before["connections"]) + 1
+        m.requests_by_status = requests_now
+        m.connections = connections
+
+
+class Servers:
+    """Where each run gets its emulator.
+
+    Not shared (every measured run): a fresh emulator per run, stopped after it, so that the
+    run starts on an empty server and the counters are its own. Shared (``--smoke``): an idle
+    emulator with the same flags is taken again, each run on an account of its own (so the
+    store and the per-account rate limit start empty) and the counters taken as differences;
+    two runs at once never share an emulator. ``close`` stops every shared emulator, and any
+    run asking for one after it fails.
+    """
+
+    def __init__(self, shared: bool) -> None:
+        self.shared = shared
+        self._lock = threading.Lock()
+        self._idle: dict[tuple[str, ...], list[Emulator]] = {}
+        self._started: list[Emulator] = []
+        self._accounts = itertools.count(1)
+        self._closed = False
+
+    def __enter__(self) -> Servers:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def lease(self, knobs: Sequence[str]) -> Iterator[Lease]:
+        if not self.shared:
+            with Emulator(*knobs) as server:
+                yield Lease(server, ACCOUNT, server.cpu_seconds(), None)
+            return
+        key = tuple(knobs)
+        server = self._take(key)
+        try:
+            account = f"{ACCOUNT}-{next(self._accounts)}"
+            yield Lease(server, account, server.cpu_seconds(), server.stats())
+        except BaseException:
+            server.stop()  # whatever went wrong, the next run gets another one
+            raise
+        with self._lock:
+            if not self._closed:
+                self._idle.setdefault(key, []).append(server)
+
+    def _take(self, key: tuple[str, ...]) -> Emulator:
+        with self._lock:
+            if self._closed:
+                raise RunFailed("the harness is stopping")
+            if idle := self._idle.get(key):
+                return idle.pop()
+            server = Emulator(*key)
+            self._started.append(server)
+        server.start()  # outside the lock: emulators for runs at once start at once
+        if self._closed:  # close() came while it started, and may have missed it
+            server.stop()
+            raise RunFailed("the harness is stopping")
+        return server
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            started, self._started = self._started, []
+            self._idle.clear()
+        for server in started:  # all at once, then wait for each
+            server.interrupt()
+        for server in started:
+            server.stop()
+
+
 # --- client processes -----------------------------------------------------------------------
 
 
@@ -182,6 +306,47 @@ def client_env() -> dict[str, str]:
     return env
 
 
+class _Clients:
+    """The client launchers running now, so that runs in other threads can be stopped."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._stopped = False
+
+    def add(self, launcher: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._running.add(launcher)
+            stopped = self._stopped
+        if stopped:  # stop_clients came while it started
+            kill_group(launcher)
+
+    def discard(self, launcher: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._running.discard(launcher)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            self._stopped = True
+            running = list(self._running)
+        for launcher in running:
+            kill_group(launcher)
+
+
+_CLIENTS = _Clients()
+
+
+def stop_clients() -> None:
+    """Kill every client running now (in any thread), and any started from now on."""
+    _CLIENTS.stop_all()
+
+
+def kill_group(launcher: subprocess.Popen[bytes]) -> None:
+    if launcher.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)
+
+
 def run_client(command: Sequence[str], timeout: float) -> ClientRun:
     """Run a client through ``peak_rss.py``, in a process group of its own, killed on timeout."""
     with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp:
@@ -196,15 +361,17 @@ def run_client(command: Sequence[str], timeout: float) -> ClientRun:
                 env=client_env(),
                 process_group=0,  # the launcher and the client: one group, killed together
             )
+            _CLIENTS.add(launcher)
             try:
                 launcher.wait(timeout=timeout)
             except BaseException as exc:  # the timeout, or this harness being stopped
-                if launcher.poll() is None:
-                    os.killpg(launcher.pid, signal.SIGKILL)
-                    launcher.wait()
+                kill_group(launcher)
+                launcher.wait()
                 if isinstance(exc, subprocess.TimeoutExpired):
                     raise RunFailed(f"timed out after {timeout:.0f}s") from None
                 raise
+            finally:
+                _CLIENTS.discard(launcher)
         stdout, stderr = out_path.read_text(), err_path.read_text()
         try:
             usage = json.loads(usage_path.read_text())
@@ -245,10 +412,3 @@ def client_timeout(secrets: int, expected_rate: float) -> float:
 def expected_rate(concurrency: int, latency: float) -> float:
     """A pessimistic rate guess, only for the timeouts."""
     return min(2000.0, concurrency / latency) if latency > 0 else 2000.0
-
-
-def fill_from_server(m: Measurement, server: Emulator, cpu_before: float) -> None:
-    m.server_cpu_seconds = server.cpu_seconds() - cpu_before
-    stats = server.stats()
-    m.requests_by_status = {str(k): int(n) for k, n in stats["requests"].items()}
-    m.connections = int(stats["connections"])

@@ -1,6 +1,6 @@
 """Benchmark ``bulk-secrets apply`` against the floor (bare aiohttp) and the naive loop.
 
-    python benchmarks/run.py [--secrets N] [--quick] [--json-out PATH]
+    python benchmarks/run.py [--secrets N] [--quick | --smoke] [--json-out PATH]
                              [--memory-rows 10000,100000,1000000] [--skip-memory] [--repeats N]
 
 Every server is an emulator subprocess (``python -m bulk_secrets emulator``) bound to
@@ -13,6 +13,12 @@ The harness is split by what each part does, and run as a script (this folder is
 ``sys.path``): ``measurements.py`` (what a run records), ``processes.py`` (the emulator and
 client subprocesses), ``clients.py`` (the manifests and the three clients), ``scenarios.py``
 (the scenarios) and ``report.py`` (targets, table and JSON). This file parses the arguments.
+
+``--smoke`` is the harness's own check (``tests/test_benchmark_smoke.py``): every scenario and
+every client, end to end, in a few seconds: 40 secrets, sequential samples of 10 and 5, a
+sweep of the one point the 50 ms scenario measures, no memory runs, no repeats; the scenarios
+run at once, and the runs of each take turns on emulators kept for them (a fresh account each,
+counters taken as differences). Its numbers are not measurements.
 
 The exit code is 0 when every run gave a measurement (whether or not the targets were met), and
 1 when a run crashed, timed out or printed no summary.
@@ -40,6 +46,9 @@ from scenarios import (
     RATE_LIMITED_SECRETS,
     REPEATS,
     SEQUENTIAL_SAMPLE,
+    SMOKE_SECRETS,
+    SMOKE_SEQUENTIAL_SAMPLE,
+    SMOKE_SWEEP,
     SWEEP,
     run_all,
 )
@@ -62,8 +71,17 @@ def parse_rows(text: str) -> tuple[int, ...]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark bulk-secrets apply on this machine.")
-    parser.add_argument("--secrets", type=int, help="secrets per run (default 20000; quick: 300)")
-    parser.add_argument("--quick", action="store_true", help="a small smoke run: no memory")
+    parser.add_argument(
+        "--secrets", type=int, help="secrets per run (default 20000; quick: 300; smoke: 40)"
+    )
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--quick", action="store_true", help="a small run: no memory runs")
+    modes.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the harness's own test: as --quick, smaller, the scenarios at once on shared "
+        "emulators (its numbers are not measurements)",
+    )
     parser.add_argument("--json-out", type=Path, default=DEFAULT_JSON_OUT)
     parser.add_argument(
         "--memory-rows",
@@ -75,24 +93,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--repeats",
         type=int,
         help=f"runs of bare and apply where a run lasts seconds; the median counts "
-        f"(default {REPEATS}; quick: 1)",
+        f"(default {REPEATS}; quick and smoke: 1)",
     )
     return parser.parse_args(argv)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    secrets = args.secrets if args.secrets is not None else 300 if args.quick else 20_000
+    small = args.quick or args.smoke
+    secrets = args.secrets
+    if secrets is None:
+        secrets = SMOKE_SECRETS if args.smoke else 300 if args.quick else 20_000
     if secrets < 1 or (args.repeats is not None and args.repeats < 1):
         raise SystemExit("--secrets and --repeats must be >= 1")
     memory_rows: tuple[int, ...] = args.memory_rows or MEMORY_ROWS
-    if args.skip_memory or (args.quick and args.memory_rows is None):
+    if args.skip_memory or (small and args.memory_rows is None):
         memory_rows = ()
+    sequential_sample = SEQUENTIAL_SAMPLE
+    if small:
+        sequential_sample = SMOKE_SEQUENTIAL_SAMPLE if args.smoke else QUICK_SEQUENTIAL_SAMPLE
     return Settings(
         secrets=secrets,
         quick=args.quick,
-        sequential_sample=QUICK_SEQUENTIAL_SAMPLE if args.quick else SEQUENTIAL_SAMPLE,
-        repeats=args.repeats if args.repeats is not None else 1 if args.quick else REPEATS,
-        sweep=QUICK_SWEEP if args.quick else SWEEP,
+        smoke=args.smoke,
+        sequential_sample=sequential_sample,
+        repeats=args.repeats if args.repeats is not None else 1 if small else REPEATS,
+        sweep=(SMOKE_SWEEP if args.smoke else QUICK_SWEEP) if small else SWEEP,
         rate_limited_secrets=min(secrets, RATE_LIMITED_SECRETS),
         memory_rows=memory_rows,
         json_out=args.json_out,
@@ -118,6 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if settings.smoke:
+        # Every request goes to 127.0.0.1 in plain HTTP: no process needs the system's CA
+        # certificates, which aiohttp loads as it is imported (0.1 s of CPU in each emulator
+        # and client, a dozen of them). The children inherit this.
+        os.environ["SSL_CERT_FILE"] = os.devnull
+        print(
+            "smoke run: the scenarios at once, on shared emulators: no number is a measurement",
+            file=sys.stderr,
+            flush=True,
+        )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         scenarios = run_all(settings, Path(tmp))

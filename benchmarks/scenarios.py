@@ -1,13 +1,21 @@
-"""The scenarios: which clients run against which emulator, and the ratios between them."""
+"""The scenarios: which clients run against which emulator, and the ratios between them.
+
+A measured run (the default, and ``--quick``) runs one client at a time, each against a fresh
+emulator. A smoke run (``--smoke``, for the harness's own test) runs the four scenarios at once,
+in threads, and each takes its emulators from a shared pool: it checks that every part works,
+and its numbers mean nothing.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from clients import Manifests, run_apply, run_bare, run_sequential, write_manifest
 from measurements import Measurement, Scenario, Settings, ratio, since_start
+from processes import Servers, stop_clients
 
 CONCURRENCY = 64
 LATENCY = 0.050  # seconds, the emulator's --latency in the 50 ms scenarios
@@ -19,6 +27,11 @@ RATE_LIMITED_MAX_RPS = (0.0, 250.0)  # unknown limit (must adapt), and an overes
 MEMORY_ROWS = (10_000, 100_000, 1_000_000)
 SEQUENTIAL_SAMPLE = {0.0: 300, LATENCY: 100}  # sequential is sampled: it is far too slow
 QUICK_SEQUENTIAL_SAMPLE = {0.0: 50, LATENCY: 20}
+SMOKE_SECRETS = 40
+# The 50 ms scenario's own point only (shown again, as in every sweep): each point of its own
+# would cost two more client processes and an emulator, a second of CPU on two cores.
+SMOKE_SWEEP = (CONCURRENCY,)
+SMOKE_SEQUENTIAL_SAMPLE = {0.0: 10, LATENCY: 5}
 REPEATS = 3  # runs of bare and of apply, interleaved, where one run lasts only seconds
 SHORT_RUN_RATE = 2500.0  # requests/s of ceiling above which a run of N lasts only seconds
 
@@ -29,15 +42,22 @@ def progress(m: Measurement) -> None:
         line = f"FAILED: {m.error}"
     else:
         line = f"{m.succeeded}/{m.secrets} in {m.work_seconds:.2f}s = {m.rate:,.0f}/s"
-    print(
-        f"  {m.ended_at:6.1f}s [{m.scenario}] {m.client} c={m.concurrency}: {line}",
+    print(  # one write, so that lines from the threads of a smoke run do not interleave
+        f"  {m.ended_at:6.1f}s [{m.scenario}] {m.client} c={m.concurrency}: {line}\n",
+        end="",
         file=sys.stderr,
         flush=True,
     )
 
 
 def bare_and_apply(
-    scenario: str, manifests: Manifests, n: int, concurrency: int, latency: float, repeats: int
+    servers: Servers,
+    scenario: str,
+    manifests: Manifests,
+    n: int,
+    concurrency: int,
+    latency: float,
+    repeats: int,
 ) -> tuple[Measurement, Measurement]:
     """Bare then apply, ``repeats`` times over, interleaved; each keeps its median run.
 
@@ -47,9 +67,10 @@ def bare_and_apply(
     bares: list[Measurement] = []
     applies: list[Measurement] = []
     for _ in range(repeats):
-        bares.append(run_bare(scenario, n, concurrency, latency))
+        bares.append(run_bare(servers, scenario, n, concurrency, latency))
         progress(bares[-1])
-        applies.append(run_apply(scenario, manifests.get(n), n, concurrency, latency=latency))
+        manifest = manifests.get(n)
+        applies.append(run_apply(servers, scenario, manifest, n, concurrency, latency=latency))
         progress(applies[-1])
     return median_run(bares), median_run(applies)
 
@@ -73,7 +94,7 @@ def repeats_for(settings: Settings, concurrency: int, latency: float) -> int:
 
 
 def scenario_latency(
-    name: str, latency: float, settings: Settings, manifests: Manifests
+    name: str, latency: float, settings: Settings, manifests: Manifests, servers: Servers
 ) -> Scenario:
     """Sequential (sampled), bare and apply at concurrency 64, one emulator latency."""
     scenario = Scenario(
@@ -83,10 +104,10 @@ def scenario_latency(
     )
     n = settings.secrets
     sample = min(n, settings.sequential_sample[latency])
-    sequential = run_sequential(name, latency, sample)
+    sequential = run_sequential(servers, name, latency, sample)
     progress(sequential)
     repeats = repeats_for(settings, CONCURRENCY, latency)
-    bare, apply = bare_and_apply(name, manifests, n, CONCURRENCY, latency, repeats)
+    bare, apply = bare_and_apply(servers, name, manifests, n, CONCURRENCY, latency, repeats)
     scenario.measurements += [sequential, bare, apply]
     for m in scenario.measurements:
         m.ratio_vs_bare = ratio(m, bare)
@@ -94,26 +115,43 @@ def scenario_latency(
     return scenario
 
 
-def scenario_sweep(settings: Settings, manifests: Manifests, at_50ms: Scenario) -> Scenario:
+SWEEP_NAME = "sweep-50ms"
+SweepRuns = dict[int, tuple[Measurement, Measurement]]  # concurrency -> (bare, apply)
+
+
+def sweep_runs(settings: Settings, manifests: Manifests, servers: Servers) -> SweepRuns:
+    """The sweep's own runs: every point but c=CONCURRENCY, the 50 ms scenario's own run."""
+    runs: SweepRuns = {}
+    for concurrency in settings.sweep:
+        if concurrency != CONCURRENCY:
+            repeats = repeats_for(settings, concurrency, LATENCY)
+            runs[concurrency] = bare_and_apply(
+                servers, SWEEP_NAME, manifests, settings.secrets, concurrency, LATENCY, repeats
+            )
+    return runs
+
+
+def scenario_sweep(settings: Settings, runs: SweepRuns, at_50ms: Scenario) -> Scenario:
     """Bare vs apply at 50 ms over concurrency; the ceiling is concurrency / latency."""
     scenario = Scenario(
-        "sweep-50ms",
+        SWEEP_NAME,
         f"emulator latency {LATENCY * 1000:g} ms, bare vs apply over concurrency "
         f"{', '.join(map(str, settings.sweep))}; ceiling = concurrency / latency",
     )
-    n = settings.secrets
     sequential = at_50ms.find("sequential")
     points = []
     for concurrency in settings.sweep:
-        old_bare, old_apply = at_50ms.find("bare", concurrency), at_50ms.find("apply", concurrency)
-        if old_bare is not None and old_apply is not None:  # the 50 ms scenario's own runs
+        if concurrency in runs:
+            bare, apply = runs[concurrency]
+        else:  # the 50 ms scenario's own runs
+            old_bare = at_50ms.find("bare", concurrency)
+            old_apply = at_50ms.find("apply", concurrency)
+            if old_bare is None or old_apply is None:
+                raise AssertionError(f"{at_50ms.name} has no run at c={concurrency}")
             bare = dataclasses.replace(old_bare, scenario=scenario.name)
             apply = dataclasses.replace(old_apply, scenario=scenario.name)
             for m in (bare, apply):
                 m.note = (m.note + "; " if m.note else "") + f"the run of {at_50ms.name}"
-        else:
-            repeats = repeats_for(settings, concurrency, LATENCY)
-            bare, apply = bare_and_apply(scenario.name, manifests, n, concurrency, LATENCY, repeats)
         pair = [bare, apply]
         ceiling = concurrency / LATENCY
         for m in pair:
@@ -135,7 +173,7 @@ def scenario_sweep(settings: Settings, manifests: Manifests, at_50ms: Scenario) 
     return scenario
 
 
-def scenario_rate_limited(settings: Settings, manifests: Manifests) -> Scenario:
+def scenario_rate_limited(settings: Settings, manifests: Manifests, servers: Servers) -> Scenario:
     """Apply against an emulator that allows 200 requests/s (burst 200) and says Retry-After."""
     scenario = Scenario(
         "rate-limited",
@@ -146,7 +184,13 @@ def scenario_rate_limited(settings: Settings, manifests: Manifests) -> Scenario:
     runs = []
     for max_rps in RATE_LIMITED_MAX_RPS:
         m = run_apply(
-            scenario.name, manifests.get(n), n, CONCURRENCY, rate_limit=RATE_LIMIT, max_rps=max_rps
+            servers,
+            scenario.name,
+            manifests.get(n),
+            n,
+            CONCURRENCY,
+            rate_limit=RATE_LIMIT,
+            max_rps=max_rps,
         )
         progress(m)
         scenario.measurements.append(m)
@@ -164,7 +208,7 @@ def scenario_rate_limited(settings: Settings, manifests: Manifests) -> Scenario:
     return scenario
 
 
-def scenario_memory(settings: Settings, folder: Path) -> Scenario:
+def scenario_memory(settings: Settings, folder: Path, servers: Servers) -> Scenario:
     """Peak RSS of apply over CSV manifests of growing size (each deleted after its run)."""
     rows = settings.memory_rows
     scenario = Scenario(
@@ -175,7 +219,7 @@ def scenario_memory(settings: Settings, folder: Path) -> Scenario:
     for count in rows:
         manifest = write_manifest(folder / f"memory-{count}.csv", count)
         try:
-            m = run_apply(scenario.name, manifest, count, CONCURRENCY)
+            m = run_apply(servers, scenario.name, manifest, count, CONCURRENCY)
         finally:
             manifest.unlink()
         progress(m)
@@ -201,12 +245,38 @@ def scenario_memory(settings: Settings, folder: Path) -> Scenario:
 
 def run_all(settings: Settings, folder: Path) -> dict[str, Scenario]:
     manifests = Manifests(folder)
-    scenarios: dict[str, Scenario] = {}
-    scenarios["latency-0ms"] = scenario_latency("latency-0ms", 0.0, settings, manifests)
-    at_50ms = scenario_latency("latency-50ms", LATENCY, settings, manifests)
-    scenarios["latency-50ms"] = at_50ms
-    scenarios["sweep-50ms"] = scenario_sweep(settings, manifests, at_50ms)
-    scenarios["rate-limited"] = scenario_rate_limited(settings, manifests)
-    if settings.memory_rows:
-        scenarios["memory"] = scenario_memory(settings, folder)
+    with Servers(shared=settings.smoke) as servers:
+        if settings.smoke:
+            at_0ms, at_50ms, sweep, limited = run_at_once(settings, manifests, servers)
+        else:  # one run at a time, in this order
+            at_0ms = scenario_latency("latency-0ms", 0.0, settings, manifests, servers)
+            at_50ms = scenario_latency("latency-50ms", LATENCY, settings, manifests, servers)
+            sweep = sweep_runs(settings, manifests, servers)
+            limited = scenario_rate_limited(settings, manifests, servers)
+        scenarios: dict[str, Scenario] = {}
+        scenarios["latency-0ms"] = at_0ms
+        scenarios["latency-50ms"] = at_50ms
+        scenarios[SWEEP_NAME] = scenario_sweep(settings, sweep, at_50ms)
+        scenarios["rate-limited"] = limited
+        if settings.memory_rows:
+            scenarios["memory"] = scenario_memory(settings, folder, servers)
     return scenarios
+
+
+def run_at_once(
+    settings: Settings, manifests: Manifests, servers: Servers
+) -> tuple[Scenario, Scenario, SweepRuns, Scenario]:
+    """The four scenarios in four threads (a smoke run): each has emulators of its own."""
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="scenario") as pool:
+        at_0ms = pool.submit(scenario_latency, "latency-0ms", 0.0, settings, manifests, servers)
+        at_50ms = pool.submit(
+            scenario_latency, "latency-50ms", LATENCY, settings, manifests, servers
+        )
+        sweep = pool.submit(sweep_runs, settings, manifests, servers)
+        limited = pool.submit(scenario_rate_limited, settings, manifests, servers)
+        try:
+            return at_0ms.result(), at_50ms.result(), sweep.result(), limited.result()
+        except BaseException:  # a bug, or this harness being stopped: stop the other threads
+            servers.close()  # their next run fails at once
+            stop_clients()  # and so do the runs going on
+            raise
