@@ -80,8 +80,7 @@ class Plan:
             return Step(target=spec, action=Action.CREATE, fingerprint=fingerprint)
         settled = self.policy.when_exists()
         if settled is not None:
-            outcome, reason = settled
-            action = Action.SKIP if outcome is Status.SKIPPED else Action.UPDATE
+            action, outcome, reason = settled
             return Step(target=spec, action=action, outcome=outcome, reason=reason)
         return Step(target=spec, action=Action.UPDATE, fingerprint=fingerprint)
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from .errors import ApiError, PermissionDenied, Unauthenticated
-from .models import Status
+from .errors import ApiError, PermissionDenied, RetryAbandoned, Unauthenticated
+from .models import Action, Status
 from .options import OnExisting
 
 
@@ -37,17 +37,18 @@ class Policy:
 
     def __init__(self, on_existing: OnExisting, hints: Hints | None = None) -> None:
         self._reasons = {why: _worded(why, (hints or {}).get(why)) for why in Why}
-        self._when_exists: tuple[Status, str] | None = None
+        self._when_exists: tuple[Action, Status, str] | None = None
         if on_existing is OnExisting.SKIP:
-            self._when_exists = (Status.SKIPPED, self._reasons[Why.EXISTS])
+            self._when_exists = (Action.SKIP, Status.SKIPPED, self._reasons[Why.EXISTS])
         elif on_existing is OnExisting.FAIL:
-            self._when_exists = (Status.FAILED, self._reasons[Why.EXISTS])
+            self._when_exists = (Action.UPDATE, Status.FAILED, self._reasons[Why.EXISTS])
 
     def reason(self, why: Why) -> str:
         return self._reasons[why]
 
-    def when_exists(self) -> tuple[Status, str] | None:
-        """What a secret that exists already becomes, without a write; None: update it."""
+    def when_exists(self) -> tuple[Action, Status, str] | None:
+        """What a secret that exists already becomes without a write (its action, status and
+        reason); None: update it."""
         return self._when_exists
 
 
@@ -75,6 +76,8 @@ class Stops:
         if isinstance(exc, PermissionDenied):
             why = f"account {account!r} refused the API key (403): {exc.message}"
             return self._refused.setdefault(account, why)
+        if isinstance(exc, RetryAbandoned):  # a retry was due when the account was stopped
+            return self.blocked(account) or str(exc)
         return str(exc)
 
     def stop(self, reason: str) -> None:

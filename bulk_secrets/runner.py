@@ -147,25 +147,28 @@ class Runner:
         spec = step.spec
         if spec is None:
             raise ValueError(f"a {step.action} step needs a spec")
+        turn = progress.action
+        contested: errors.ApiError | None = None
         for _ in range(MAX_TURNS):
-            if progress.action is Action.CREATE:
+            progress.action = turn
+            if turn is Action.CREATE:
                 try:
                     status = await self._request(spec.account, progress, self._api.create, spec)
                 except errors.AlreadyExists as exc:
                     settled = self._policy.when_exists()
-                    if settled is not None:
-                        outcome, reason = settled
+                    if settled is not None:  # as the planner does when it lists the secret
+                        progress.action, outcome, reason = settled
                         return _ended(step, progress, outcome, reason, exc)
-                    progress.action = Action.UPDATE
+                    turn, contested = Action.UPDATE, exc
                     continue
             else:
                 try:
                     status = await self._request(spec.account, progress, self._api.update, spec)
-                except errors.NotFound:
-                    progress.action = Action.CREATE
+                except errors.NotFound as exc:
+                    turn, contested = Action.CREATE, exc
                     continue
             return _succeeded(step, progress, status)
-        return _ended(step, progress, Status.FAILED, CONTESTED)
+        return _ended(step, progress, Status.FAILED, CONTESTED, contested)
 
     async def _request(
         self,
