@@ -70,7 +70,7 @@ __all__ = [
     "serve",
 ]
 
-SHUTDOWN_TIMEOUT = 2.0  # seconds close() waits for handlers still running
+SHUTDOWN_TIMEOUT = 0.5  # seconds close() waits for handlers still running, then cancels them
 
 _COLLECTION_PATH = re.compile(r"/v1/accounts/([^/]+)/secrets")
 _ITEM_PATH = re.compile(r"/v1/accounts/([^/]+)/secrets/([^/]+)")
