@@ -136,13 +136,19 @@ async def test_every_fault_at_once_with_whole_seconds_of_retry_after(tmp_path: P
 
 async def test_429_with_retry_after_is_honoured(tmp_path: Path) -> None:
     wanted = specs(12)
-    async with running_emulator(_config(rate_limit=10.0, burst=10)) as server:
+    clock = VirtualClock()
+    async with running_emulator(_config(rate_limit=10.0, burst=10), clock=clock) as server:
+        started = clock.now()
         summary = await apply_secrets(
-            wanted, credentials=credentials(), options=options(server.base_url, concurrency=12)
+            wanted,
+            credentials=credentials(),
+            options=options(server.base_url, concurrency=12),
+            clock=clock,
         )
         assert server.stats.count(status=429) >= 1
         assert summary.all_succeeded
         assert len(server.secrets(ACCOUNT)) == 12
+    assert clock.now() - started >= 1.0  # the Retry-After (1 s at the least) was waited
 
 
 async def test_existing_secret_is_updated(tmp_path: Path) -> None:

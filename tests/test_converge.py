@@ -219,7 +219,7 @@ async def test_killed_run_leaves_whole_lines_and_only_failed_finishes(
         assert 40 <= len(records) < 200
         assert all(r["status"] == "succeeded" for r in records)
 
-        resume = ("--only-failed", str(first), "--report", str(second))
+        resume = ("--only-failed", str(first), "--report", str(second), "--max-rps", "0")
         code, _, err = await run_cli("apply", str(manifest), *_target(server, *resume))
         assert code == 0, err
         assert _values(server) == {key_for(i): value_for(i) for i in range(200)}
