@@ -2,7 +2,9 @@
 
 For every file the CLI must exit 2 having sent nothing, report every problem at once at exactly
 the lines tests/broken/expected.json lists (``null``: a problem with no line), say what is wrong
-(the expected message substrings) and never print a value (the canary planted in the corpus).
+(the expected message substrings) and never print a value (the canaries planted in the corpus,
+some of them where a name should stand: a CSV with no header row, an unquoted comma, a PEM key
+pasted into a .env without quotes, a mapping written backwards).
 
 Support files the manifests read with ``fromFile`` live in tests/broken/data/; they are not
 manifests themselves.
@@ -21,6 +23,8 @@ import pytest
 
 import bulk_secrets.cli
 from bulk_secrets.emulator import EmulatorConfig, running_emulator
+
+from .helpers import CANARY as HELPERS_CANARY
 
 pytestmark = pytest.mark.anyio
 
@@ -130,3 +134,4 @@ async def test_broken_manifest_is_rejected_with_every_problem(
     for message in expectation["messages"]:
         assert message.casefold() in messages, f"{message!r} not in the messages:\n{err}"
     assert CANARY not in out + err
+    assert HELPERS_CANARY not in out + err

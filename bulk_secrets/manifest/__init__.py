@@ -1,16 +1,22 @@
 """Manifests in: YAML, JSON, CSV or dotenv -> secret specs, checked whole before anything is sent.
 
 A manifest is read twice. The first pass checks everything (names, ids, accounts, that every
-environment variable is set and every file readable, that no two entries share an id in one
-account) and keeps only what that needs: counts and hashes, never values. The second pass,
-when the run asks for specs, reads the values. So a million-row CSV manifest is never held in
-memory.
+environment variable is set and every file readable, that no value is over the size limit, that
+no two entries share an id in one account) and keeps only what that needs: counts and hashes,
+never values. The second pass, when the run asks for specs, reads the values. So a million-row
+CSV manifest is never held in memory.
+
+A problem names its file and line (and, for CSV, the column) and what is wrong; it never
+quotes text of the manifest from where a value could stand. A name is quoted only when it is a
+valid one: a keyName or account id that is not valid may be a value shifted into its place.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -18,9 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from ..errors import ManifestChanged, ManifestError, Problem
+from ..errors import ManifestChanged, ManifestError, Problem, UsageError
 from ..models import SecretSpec, SecretValue, Target
-from ..naming import account_id_problem, key_name_problem, secret_id_for, secret_id_problem
+from ..naming import (
+    account_id_problem,
+    is_account_id,
+    is_variable_name,
+    key_name_problem,
+    secret_id_for,
+    secret_id_problem,
+)
 from . import csv_format, dotenv_format, json_format, yaml_format
 from .document import Document, FromEnv, FromFile, Header, Inline, Problems, RawEntry, Source
 
@@ -35,6 +48,17 @@ _READERS: Mapping[str, Callable[[TextIO, Problems], Document]] = {
 # Up to this many entries, the first pass keeps what it checked and the second reads no file
 # (a few hundred bytes each, values aside); past it, the file is read again as a stream.
 KEEP_LIMIT = 50_000
+# The largest value, in bytes of UTF-8, by default: inline, from the environment or from a file.
+MAX_VALUE_BYTES = 1024 * 1024
+# fromFile opens without blocking (a FIFO that slipped in between the check and the open must
+# not hang the run) and never becomes a controlling terminal.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+_CHUNK = 1024 * 1024
 _SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".csv": "csv", ".env": "dotenv"}
 
 
@@ -48,11 +72,13 @@ def format_of(path: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class _CheckedEntry:
-    """An entry that passed its checks: its secret id and the accounts it goes to."""
+    """An entry that passed its checks: its secret id, the accounts it goes to, and those of
+    its own accounts that the accounts given to the run left out."""
 
     raw: RawEntry
     secret_id: str
     accounts: tuple[str, ...]
+    excluded: tuple[str, ...] = ()
 
 
 class Manifest:
@@ -67,11 +93,14 @@ class Manifest:
         default_accounts: Sequence[str],
         env: Mapping[str, str],
         text: str | None,
+        max_value_bytes: int = MAX_VALUE_BYTES,
     ) -> None:
         self.path = path
         self.format = format
         self.started = time.monotonic()  # when its reading began
-        self.count = 0
+        self.count = 0  # secrets, counting each account a secret goes to
+        self.excluded_count = 0  # (secret, account) pairs the accounts given left out
+        self.max_value_bytes = max_value_bytes
         self._accounts: dict[str, None] = {}  # the accounts it targets, in order
         self.warnings: list[Problem] = []
         self.api_keys: dict[str, str] = {}
@@ -121,6 +150,21 @@ class Manifest:
                     source=_describe(entry.raw.source),
                 )
 
+    def excluded(self) -> Iterator[Target]:
+        """Each secret and account the manifest names (its own accounts, or an entry's) that
+        the accounts given to the run (``accounts=`` of :func:`load_manifests`) leave out, in
+        file order, without a value: the run reports each as skipped. With :meth:`targets`,
+        it accounts for every secret and account of the manifest."""
+        for entry in self._checked():
+            for account in entry.excluded:
+                yield Target(
+                    account=account,
+                    key_name=entry.raw.key_name,
+                    secret_id=entry.secret_id,
+                    location=f"{self.name}:{entry.raw.line}",
+                    source=_describe(entry.raw.source),
+                )
+
     def verify_unchanged(self) -> None:
         """Raise :class:`ManifestChanged` if the file will be read again and is not the same."""
         if self._kept is None and self._stat() != self._stamp:
@@ -151,8 +195,13 @@ class Manifest:
         except OSError as exc:
             out.error(None, f"cannot read it: {exc.strerror}")
             return Document(Header(), iter(()))
+        reader = _READERS[self.format]
+        if self.format == "csv":  # a field holds up to the limit, in characters
+            reader = functools.partial(csv_format.read, max_value_bytes=self.max_value_bytes)
+        elif self.format == "yaml":  # a scalar over the limit is not resolved
+            reader = functools.partial(yaml_format.read, max_value_bytes=self.max_value_bytes)
         try:
-            document = _READERS[self.format](stream, out)
+            document = reader(stream, out)
         except UnicodeDecodeError:
             stream.close()
             out.error(None, "not UTF-8 text")
@@ -165,10 +214,13 @@ class Manifest:
     def _entries(self, out: Problems, document: Document | None = None) -> Iterator[_CheckedEntry]:
         document = document or self._document(out)
         header = document.header
-        base = self._override or header.accounts or self._default
+        base = tuple(dict.fromkeys(self._override or header.accounts or self._default))
+        # Accounts given replace the manifest's own: those are not reported as left out; an
+        # entry's or a row's own account that they leave out is (see ``excluded``).
+        left_out: tuple[str, ...] = ()
         untargeted: list[int] = []
         for raw in document.entries:
-            entry = self._check_entry(raw, header, base, out, untargeted)
+            entry = self._check_entry(raw, header, (base, left_out), out, untargeted)
             if entry is not None:
                 yield entry
         if untargeted:
@@ -182,10 +234,14 @@ class Manifest:
         self,
         raw: RawEntry,
         header: Header,
-        base: tuple[str, ...],
+        accounts_of: tuple[tuple[str, ...], tuple[str, ...]],
         out: Problems,
         untargeted: list[int],
     ) -> _CheckedEntry | None:
+        """The entry with its secret id, the accounts it goes to and those left out, or None
+        when it has a problem. ``accounts_of``: where an entry without accounts of its own goes,
+        and which of the manifest's accounts the accounts given leave out."""
+
         def column(name: str) -> str | None:
             return name if raw.tabular else None
 
@@ -194,29 +250,44 @@ class Manifest:
             out.error(raw.line_of("keyName"), problem, column("keyName"))
             return None
         secret_id = raw.secret_id or secret_id_for(raw.key_name)
-        problem = secret_id_problem(secret_id)
+        if raw.secret_id:
+            problem = secret_id_problem(secret_id)
+        else:
+            problem = secret_id_problem(secret_id, key_name=raw.key_name)
         if problem:
             field = "id" if raw.secret_id else "keyName"
             out.error(raw.line_of(field), problem, column(field))
             return None
         if raw.accounts is None:
+            base, left_out = accounts_of
             if not base:
                 untargeted.append(raw.line)
                 return None
-            return _CheckedEntry(raw, secret_id, base)
-        bad = [p for p in map(account_id_problem, raw.accounts) if p]
-        strangers = [a for a in raw.accounts if header.accounts and a not in header.accounts]
+            return _CheckedEntry(raw, secret_id, base, left_out)
+        line = raw.line_of("accounts")
+        own = tuple(dict.fromkeys(raw.accounts))
+        bad = [p for p in map(account_id_problem, own) if p]
+        for problem in bad:
+            out.error(line, problem, column("account"))
+        # A manifest without accounts of its own (a CSV one) targets each account named here.
+        strangers = [a for a in own if header.accounts and is_account_id(a)]
+        strangers = [a for a in strangers if a not in header.accounts]
+        for account in strangers:
+            out.error(
+                line,
+                f"account {account!r} is not among the manifest's accounts "
+                f"({', '.join(header.accounts)})",
+                column("account"),
+            )
         if bad or strangers:
-            line = raw.line_of("accounts")
-            for problem in bad:
-                out.error(line, problem, column("account"))
-            for account in strangers:
-                out.error(line, f"account {account!r} is not among the manifest's accounts")
             return None
-        accounts = tuple(a for a in raw.accounts if self._override is None or a in self._override)
+        if self._override is None:
+            return _CheckedEntry(raw, secret_id, own)
+        accounts = tuple(a for a in own if a in self._override)
+        excluded = tuple(a for a in own if a not in self._override)
         if not accounts:
             out.warn(raw.line, f"{raw.key_name} is not applied: its accounts are not targeted")
-        return _CheckedEntry(raw, secret_id, accounts)
+        return _CheckedEntry(raw, secret_id, accounts, excluded)
 
     def check(self, out: Problems, ids: _IdRegistry) -> None:
         """The first pass: find every problem, count the secrets, register their ids."""
@@ -236,6 +307,7 @@ class Manifest:
                 ids.add(account, entry.secret_id)
                 self._accounts.setdefault(account)
             self.count += len(entry.accounts)
+            self.excluded_count += len(entry.excluded)
         if entries == 0 and not out.errors:
             out.error(None, "the manifest has no secrets")
         self.warnings = out.warnings
@@ -250,39 +322,52 @@ class Manifest:
             problem = account_id_problem(account)
             if problem:
                 out.error(line, problem)
-            elif var not in self._env:
-                out.error(line, f"environment variable {var} (API key of {account}) is not set")
+            elif problem := _variable_problem(var, self._env):
+                out.error(line, f"{problem} (the API key of {account!r})")
             else:
                 self.api_keys[account] = var
 
     def _check_source(self, raw: RawEntry, out: Problems) -> None:
+        """Check that the value can be had and is within the size limit, without keeping it."""
         if raw.source is None:
             return
         field = {Inline: "value", FromEnv: "fromEnv", FromFile: "fromFile"}[type(raw.source)]
         column = field if raw.tabular else None
         line = raw.line_of(field)
         source = raw.source
+        limit = self.max_value_bytes
         if isinstance(source, Inline):
-            if not len(source.value):
+            text = source.value.reveal()
+            if not text:
                 out.warn(line, f"{raw.key_name} has an empty value")
+            elif len(text) * 4 > limit and (size := _utf8_size(text)) > limit:
+                out.error(line, f"the value is {size} bytes, over the limit of {limit}", column)
         elif not (source.var if isinstance(source, FromEnv) else source.path):
             out.error(line, f"{field} is empty", column)
         elif isinstance(source, FromEnv):
-            if source.var not in self._env:
-                out.error(line, f"environment variable {source.var} is not set", column)
-        else:
-            problem = _file_problem(self._folder / source.path)
+            problem = _variable_problem(source.var, self._env, limit)
             if problem:
+                out.error(line, problem, column)
+        else:
+            try:
+                _read_value_file(self._folder / source.path, limit).decode("utf-8")
+            except _Unreadable as exc:
+                out.error(line, exc.message(source.path), column)
+            except UnicodeDecodeError as exc:
+                problem = f"is not UTF-8 text (byte {exc.start})"
                 out.error(line, f"fromFile {source.path!r}: {problem}", column)
 
     def _value(self, source: Source) -> SecretValue:
         if isinstance(source, Inline):
             return source.value
         if isinstance(source, FromEnv):
+            if _variable_problem(source.var, self._env, self.max_value_bytes):
+                raise ManifestChanged(f"{self.name}: the environment changed")
             return SecretValue(self._env[source.var])
         try:
-            return SecretValue((self._folder / source.path).read_bytes().decode("utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
+            data = _read_value_file(self._folder / source.path, self.max_value_bytes)
+            return SecretValue(data.decode("utf-8"))
+        except (_Unreadable, UnicodeDecodeError) as exc:
             raise ManifestChanged(f"{self.name}: fromFile {source.path!r}") from exc
 
 
@@ -298,16 +383,97 @@ def _closing(entries: Iterator[RawEntry], stream: TextIO) -> Iterator[RawEntry]:
         stream.close()
 
 
-def _file_problem(path: Path) -> str | None:
+def _utf8_size(text: str) -> int:
+    """The size of ``text`` in UTF-8; a lone surrogate (from a JSON escape) counts 3 bytes."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _variable_problem(var: str, env: Mapping[str, str], limit: int | None = None) -> str | None:
+    """What keeps an environment variable from giving a value: unset, not UTF-8 (``os.environ``
+    decodes such bytes to lone surrogates), or over ``limit`` bytes. The variable is named
+    only when it is a variable name: a ``fromEnv`` may hold a value written in the wrong
+    place."""
+    name = f"environment variable {var}" if is_variable_name(var) else None
+    value = env.get(var)
+    if value is None:
+        if name is None:
+            return (
+                "fromEnv does not name an environment variable that is set "
+                "(not shown: it is not a variable name, and may be a value)"
+            )
+        return f"{name} is not set"
+    name = name or "the environment variable fromEnv names"
     try:
-        path.read_bytes().decode("utf-8")
-    except IsADirectoryError:
-        return "is a folder, not a file"
-    except OSError as exc:
-        return f"cannot read it: {exc.strerror}"
-    except UnicodeDecodeError as exc:
-        return f"is not UTF-8 text (byte {exc.start})"
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"{name} is not UTF-8 text"
+    if limit is not None and size > limit:
+        return f"{name} holds {size} bytes, over the limit of {limit}"
     return None
+
+
+class _Unreadable(Exception):
+    """Why a ``fromFile`` gives no value; ``found``: the path names something that exists,
+    so it is a path, and may be quoted."""
+
+    def __init__(self, reason: str, *, found: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.found = found
+
+    def message(self, path: str) -> str:
+        if self.found:
+            return f"fromFile {path!r}: {self.reason}"
+        return f"fromFile: {self.reason} (the path is not shown: it may be a value)"
+
+
+def _read_value_file(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes.
+
+    Folders, devices, FIFOs and sockets are refused from their ``stat``, before an open that
+    could block or act; the open does not block, and ``fstat`` checks what was opened. At most
+    ``limit + 1`` bytes are read, however large the file is or grows.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError as exc:
+        raise _Unreadable("there is no such file", found=False) from exc
+    except OSError as exc:
+        raise _Unreadable(f"cannot read it: {exc.strerror}", found=False) from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise _Unreadable(_kind_problem(info.st_mode), found=True)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        raise _Unreadable(f"cannot read it: {exc.strerror}", found=True) from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _Unreadable(_kind_problem(info.st_mode), found=True)
+        if info.st_size > limit:
+            problem = f"the file is {info.st_size} bytes, over the limit of {limit}"
+            raise _Unreadable(problem, found=True)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(_CHUNK, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise _Unreadable(f"the file is over the limit of {limit} bytes", found=True)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise _Unreadable(f"cannot read it: {exc.strerror}", found=True) from exc
+    finally:
+        os.close(fd)
+
+
+def _kind_problem(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    return "is not a regular file (a device, a FIFO or a socket): only files are read"
 
 
 class _IdRegistry:
@@ -359,13 +525,20 @@ def load_manifests(
     default_accounts: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     stdin: TextIO | None = None,
+    max_value_bytes: int = MAX_VALUE_BYTES,
 ) -> ManifestSet:
     """Read and check manifests; raise :class:`ManifestError` listing every problem in them.
 
-    ``accounts`` (from ``--account``) replaces the manifests' own accounts;
-    ``default_accounts`` serve where a manifest names none.
+    ``accounts`` (from ``--account``) replaces the manifests' own accounts: a secret whose own
+    accounts it leaves out is not applied there, and is listed by ``excluded()``;
+    ``default_accounts`` serve where a manifest names none. No value may be over
+    ``max_value_bytes`` bytes of UTF-8 (1 MiB by default).
     """
+    if max_value_bytes < 1:
+        raise UsageError(f"the value size limit must be at least 1 byte, not {max_value_bytes}")
     env = os.environ if env is None else env
+    if accounts is not None:
+        accounts = list(dict.fromkeys(accounts))
     problems: list[Problem] = []
     manifests = ManifestSet()
     ids = _IdRegistry()
@@ -386,6 +559,7 @@ def load_manifests(
             default_accounts=default_accounts,
             env=env,
             text=text,
+            max_value_bytes=max_value_bytes,
         )
         out = Problems(manifest.name)
         manifest.check(out, ids)
@@ -423,6 +597,12 @@ class ManifestSet:
         for manifest in self:
             yield from manifest.specs()
 
+    def excluded(self) -> Iterator[Target]:
+        """What the accounts given to the run left out, manifest by manifest: see
+        :meth:`Manifest.excluded`."""
+        for manifest in self:
+            yield from manifest.excluded()
+
     def verify_unchanged(self) -> None:
         for manifest in self:
             manifest.verify_unchanged()
@@ -431,6 +611,11 @@ class ManifestSet:
     def count(self) -> int:
         """How many secrets, counting each account a secret goes to."""
         return sum(manifest.count for manifest in self)
+
+    @property
+    def excluded_count(self) -> int:
+        """How many (secret, account) pairs the accounts given to the run left out."""
+        return sum(manifest.excluded_count for manifest in self)
 
 
 def load_manifest(path: str | Path, **options: object) -> Manifest:

@@ -2,6 +2,9 @@
 
 Columns: ``keyName``, exactly one of ``value`` / ``fromEnv`` / ``fromFile``, and optionally
 ``account`` (the record targets that account) and ``id`` (overrides the derived secret id).
+
+A first row that names no known column is data, not a header: it is not shown. Nor is a
+column name that may be a value (see :meth:`Problems.unknown`).
 """
 
 from __future__ import annotations
@@ -11,10 +14,22 @@ from collections.abc import Iterator
 from typing import Protocol, TextIO
 
 from ..models import SecretValue
-from .document import SOURCE_FIELDS, Document, FromEnv, FromFile, Header, Inline, Problems, RawEntry
+from .document import (
+    SOURCE_FIELDS,
+    Document,
+    FromEnv,
+    FromFile,
+    Header,
+    Inline,
+    Problems,
+    RawEntry,
+    redact,
+)
 
 COLUMNS = ("keyName", *SOURCE_FIELDS, "account", "id")
-# Large values (certificates, JSON credentials) are longer than csv's default 128 KiB field.
+# Large values (certificates, JSON credentials) are longer than csv's default 128 KiB field;
+# a field is read up to this many characters, or the value size limit if that is larger, so
+# that a value over the limit is reported with its size.
 _FIELD_LIMIT = 64 * 1024 * 1024
 
 
@@ -26,8 +41,9 @@ class _Reader(Protocol):
     def __next__(self) -> list[str]: ...
 
 
-def read(stream: TextIO, out: Problems) -> Document:
-    csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
+def read(stream: TextIO, out: Problems, *, max_value_bytes: int = _FIELD_LIMIT) -> Document:
+    # The limit is the csv module's, for the whole process: it is only ever raised.
+    csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT, max_value_bytes + 1))
     reader = csv.reader(stream, strict=True)
     try:
         header = next(reader, None)
@@ -44,12 +60,19 @@ def read(stream: TextIO, out: Problems) -> Document:
 
 
 def _header_ok(names: list[str], out: Problems) -> bool:
+    if not any(name in COLUMNS for name in names):
+        out.error(
+            1,
+            "the first row is not a header: it names none of the columns "
+            f"{', '.join(COLUMNS)} (a header such as keyName,value must come first)",
+        )
+        return False
     ok = True
     for name in names:
         if name not in COLUMNS:
             out.unknown(1, name, COLUMNS, "column", column=name)
             ok = False
-    for name in set(names):
+    for name in COLUMNS:
         if names.count(name) > 1:
             out.error(1, f"the header names {name!r} twice", column=name)
             ok = False
@@ -107,4 +130,9 @@ def _entry(line: int, row: list[str], at: dict[str, int], source: str) -> RawEnt
 def _why(exc: Exception) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return "not UTF-8 text"
-    return f"not valid CSV: {exc}"
+    if "field larger than field limit" in str(exc):
+        return (
+            f"a field is over {csv.field_size_limit()} characters, more than any value may "
+            "be; the rest of the file is not read"
+        )
+    return redact(f"not valid CSV: {exc}")

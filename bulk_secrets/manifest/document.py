@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import ManifestChanged, Problem
@@ -102,10 +103,43 @@ class Problems:
         self,
         line: int | None,
         name: str,
-        known: Iterable[str],
+        known: Sequence[str],
         what: str,
         column: str | None = None,
     ) -> None:
-        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
-        self.error(line, f"unknown {what} {name!r}{hint}", column)
+        """An unknown field or column. It is named, with the known name it is close to, only
+        when it looks like that name misspelt (a short identifier, close to a known name
+        whatever its case); anything else may be a value, and is not shown."""
+        close = _close_match(name, known) if _NAME.fullmatch(name) else None
+        if close is None:
+            self.error(
+                line,
+                f"an unknown {what} (not shown: it may be a value); "
+                f"the known {what}s are {', '.join(known)}",
+            )
+        else:
+            self.error(line, f"unknown {what} {name!r}; did you mean {close!r}?", column)
+
+
+# What a misspelt field or column name may look like: short, and no other characters.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,39}")
+# A quoted part of a parser's message: kept when it is a token's name or one punctuation mark
+# (``expected ',' or ']'``), else it is text of the file (a character of a value, an alias).
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"')
+_KEPT = re.compile(r"""(['"])(<[a-z ]+>|[-,:\[\]{}<>!.|?#&*%@`"']| )\1""")
+
+
+def _close_match(name: str, known: Sequence[str]) -> str | None:
+    folded = {option.casefold(): option for option in known}
+    close = difflib.get_close_matches(name.casefold(), list(folded), n=1, cutoff=0.6)
+    return folded[close[0]] if close else None
+
+
+def redact(message: str) -> str:
+    """A parser's message without the text of the file it may quote (``found character 'x'``,
+    ``found undefined alias 'name'``): whatever it quotes may be part of a value."""
+    return _QUOTED.sub(_shown, message)
+
+
+def _shown(match: re.Match[str]) -> str:
+    return match.group() if _KEPT.fullmatch(match.group()) else "(not shown)"

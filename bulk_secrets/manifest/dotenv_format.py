@@ -5,6 +5,11 @@ comments, an ``export`` prefix, single quotes (literal), double quotes (with esc
 ``\\n`` and ``\\"``, and values that span lines), and unquoted values (trimmed, with `` #``
 starting a comment). Nothing is interpolated: ``$VAR`` stays as written. Line endings are
 normalised first, so a CRLF file gives the same values as an LF file.
+
+A multi-line value without quotes (a PEM key pasted as is) would be read as lines of its own,
+some of them ``NAME=value`` by chance (base64 ends in ``=``): from an unquoted
+``-----BEGIN ...`` to its ``-----END ...`` line, the lines are the rest of a value, reported
+once at the line that opens it and never read as entries.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from dotenv.parser import parse_stream
 from ..models import SecretValue
 from .document import Document, Header, Inline, Problems, RawEntry
 
+_PEM_BEGIN = "-----BEGIN "
+_PEM_END = "-----END "
 _OPEN_QUOTE = re.compile(r"\s*(export\s+)?[^=\s]+\s*=\s*[\"']")
 
 
@@ -28,11 +35,27 @@ def read(stream: TextIO, out: Problems) -> Document:
 
 
 def _entries(text: str, out: Problems) -> Iterator[RawEntry]:
+    in_block = False  # inside an unquoted PEM block: lines that are the rest of a value
     for binding in parse_stream(io.StringIO(text)):
         chunk = binding.original.string
+        if in_block:
+            in_block = _PEM_END not in chunk
+            continue
         # A chunk starts with the blank lines before it: its own line comes after them.
         line = binding.original.line + chunk[: len(chunk) - len(chunk.lstrip())].count("\n")
-        if binding.error:
+        if (
+            binding.value is not None
+            and binding.value.lstrip().startswith(_PEM_BEGIN)
+            and _PEM_END not in binding.value
+            and _OPEN_QUOTE.match(chunk) is None
+        ):
+            out.error(
+                line,
+                "a multi-line value (a PEM block) without quotes: put the whole value in "
+                'double quotes, NAME="-----BEGIN ...-----END ..."',
+            )
+            in_block = True
+        elif binding.error:
             if _never_closed(chunk):
                 # What follows is the rest of the value: parsed as lines it would be echoed.
                 out.error(line, "the quote opened here is never closed")

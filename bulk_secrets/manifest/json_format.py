@@ -12,7 +12,7 @@ import re
 from json.decoder import scanstring  # type: ignore[attr-defined]  # untyped, but public
 from typing import TextIO
 
-from .document import Document, Header, Problems
+from .document import Document, Header, Problems, redact
 from .tree import Node, read_tree
 
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -26,7 +26,7 @@ def read(stream: TextIO, out: Problems) -> Document:
         json.loads(text)
         root = _Scanner(text).document()
     except json.JSONDecodeError as exc:
-        out.error(exc.lineno, f"not valid JSON: {exc.msg}")
+        out.error(exc.lineno, redact(f"not valid JSON: {exc.msg}"))
         return Document(Header(), iter(()))
     except RecursionError:
         out.error(None, "the JSON is nested too deeply")

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..models import SecretValue
+from ..naming import is_account_id, is_variable_name, key_name_problem
 from .document import (
     SOURCE_FIELDS,
     Document,
@@ -87,6 +88,13 @@ def _entries(secrets: Node, out: Problems) -> Iterator[RawEntry]:
         for key, value in _unique_pairs(secrets, out):
             if value.kind == "map":
                 entry = _entry(value, key, out)
+            elif _backwards(key, value):
+                out.error(
+                    key.line,
+                    f"{key_name_problem(key.text)}, but its value is one: the shorthand is "
+                    "KEY_NAME: value (is it written the other way round?)",
+                )
+                entry = None
             else:
                 text = _text(value, "value", out)
                 entry = (
@@ -126,6 +134,15 @@ def _entry(node: Node, key: Node | None, out: Problems) -> RawEntry | None:
     return RawEntry(line, key_name, source, secret_id, accounts, field_lines=field_lines)
 
 
+def _backwards(key: Node, value: Node) -> bool:
+    """Whether a shorthand pair looks written the other way round: ``"<value>": KEY_NAME``."""
+    return (
+        key_name_problem(key.text) is not None
+        and value.kind == "str"
+        and is_variable_name(value.text)
+    )
+
+
 def _source(name: str, node: Node, out: Problems) -> Source | None:
     text = _text(node, name, out)
     if text is None:
@@ -146,7 +163,8 @@ def _api_keys(node: Node, header: Header, out: Problems) -> None:
         fields = _fields(spec, ("fromEnv",), out) if spec.kind == "map" else {}
         var = _text(fields["fromEnv"], "fromEnv", out) if "fromEnv" in fields else None
         if spec.kind != "map" or "fromEnv" not in fields:
-            out.error(spec.line, f"the API key of {account.text!r} must be {{fromEnv: VARIABLE}}")
+            whose = repr(account.text) if is_account_id(account.text) else "an account"
+            out.error(spec.line, f"the API key of {whose} must be {{fromEnv: VARIABLE}}")
         elif var:
             header.api_keys[account.text] = (var, fields["fromEnv"].line)
 
@@ -167,7 +185,10 @@ def _unique_pairs(node: Node, out: Problems) -> Iterator[tuple[Node, Node]]:
         if key.kind in ("map", "seq"):
             out.error(key.line, "a key must be a plain name")
         elif key.text in seen:
-            out.error(key.line, f"{key.text!r} appears twice in the same mapping")
+            # Quoted only when it is a name: the key of a mapping written backwards is a value.
+            named = is_variable_name(key.text) or is_account_id(key.text)
+            shown = repr(key.text) if named else "a key (not shown)"
+            out.error(key.line, f"{shown} appears twice in the same mapping")
         else:
             seen.add(key.text)
             yield key, value
@@ -178,7 +199,7 @@ def _text(node: Node, what: str, out: Problems) -> str | None:
     if node.kind == "str":
         return node.text
     if node.kind == "other":
-        shown = "the value" if what == "value" else f"{what} {node.text!r}"  # never echo a value
+        shown = "the value" if what == "value" else what  # never echo what may be a value
         out.error(node.line, f"{shown} would be read as {node.type}, not text: put it in quotes")
     else:
         shape = "a list" if node.kind == "seq" else "a mapping"
