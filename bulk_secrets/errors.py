@@ -6,6 +6,8 @@ Every error the library raises derives from :class:`BulkSecretsError`::
     ├── UsageError              bad options or arguments; nothing was sent
     ├── ManifestError           the manifest is broken; carries every problem with file:line
     ├── ManifestChanged         the manifest file changed between its check and its use
+    ├── ReportWriteFailed       the report could not be written (disk full, I/O error)
+    ├── StateSaveFailed         the state file could not be saved; it is left as it was
     └── ApiError                a call to the secrets API failed
         ├── TransientError      worth retrying with backoff
         │   ├── ConnectionFailed    could not connect, or the connection broke
@@ -13,12 +15,16 @@ Every error the library raises derives from :class:`BulkSecretsError`::
         │   ├── RateLimited         429; may carry the server's Retry-After
         │   └── ServerError         408 or 5xx
         ├── RetryAbandoned      a retry was due, but the run had been stopped meanwhile
+        ├── TlsFailed           the TLS handshake failed (an untrusted certificate); not retried
         └── RequestRejected     the server understood and said no; retrying will not help
             ├── InvalidArgument     400
-            ├── Unauthenticated     401: the API key is wrong; the whole run stops
+            ├── Unauthenticated     401: the API key is wrong; its accounts stop
             ├── PermissionDenied    403: the key may not touch this account; the account stops
             ├── NotFound            404
-            └── AlreadyExists       409
+            ├── AlreadyExists       409
+            ├── Redirected          3xx: redirects are never followed
+            ├── BadAnswer           an answer too large, or not of the documented shape
+            └── WaitTooLong         429 with a Retry-After longer than the run may wait
 
 No message in this tree ever contains a secret value: the client scrubs server messages
 before it builds one.
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class BulkSecretsError(Exception):
@@ -110,6 +117,11 @@ class ServerError(TransientError):
     """The server answered 408 or 5xx."""
 
 
+class TlsFailed(ApiError):
+    """The TLS handshake failed: most often a certificate that is not trusted. Not retried:
+    it will not pass by itself (give the right CA bundle)."""
+
+
 class RetryAbandoned(ApiError):
     """A retry was due, but the run had been stopped (bad API key, or the account refused)."""
 
@@ -123,7 +135,7 @@ class InvalidArgument(RequestRejected):
 
 
 class Unauthenticated(RequestRejected):
-    """401: the API key is missing or wrong. Check FIREWORKS_API_KEY; the run stops."""
+    """401: the API key is missing or wrong; the accounts that use it stop."""
 
 
 class PermissionDenied(RequestRejected):
@@ -136,3 +148,36 @@ class NotFound(RequestRejected):
 
 class AlreadyExists(RequestRejected):
     """409: a secret with this id already exists."""
+
+
+class Redirected(RequestRejected):
+    """3xx: the server sent the request elsewhere. Redirects are never followed, so that a
+    secret never goes to a host that was not asked for."""
+
+
+class BadAnswer(RequestRejected):
+    """An answer larger than the client reads, or not of the documented shape."""
+
+
+class WaitTooLong(RequestRejected):
+    """429 with a Retry-After longer than the run may wait; the account stops."""
+
+
+class ReportWriteFailed(BulkSecretsError):
+    """The report could not be written (disk full, I/O error): the run's results stand, its
+    report is not complete. ``reason`` is the system's (strerror), never a value."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        self.path = path
+        self.reason = exc.strerror or type(exc).__name__
+        super().__init__(f"report {path}: cannot write it: {self.reason}; it is not complete")
+
+
+class StateSaveFailed(BulkSecretsError):
+    """The state file could not be saved (disk full, I/O error, a lock file that is a link):
+    it is left as it was, so the next run writes again what this one wrote."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"state file {path}: cannot save it: {reason}; it is left as it was")

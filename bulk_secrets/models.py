@@ -147,6 +147,12 @@ class Credentials:
     default: SecretValue | None
     per_account: dict[str, SecretValue] | None = None
 
+    def api_keys(self) -> list[SecretValue]:
+        """Every API key held, each once."""
+        keys = [] if self.default is None else [self.default]
+        keys += (self.per_account or {}).values()
+        return list(dict.fromkeys(keys))
+
     def for_account(self, account: str) -> SecretValue | None:
         if self.per_account and account in self.per_account:
             return self.per_account[account]
@@ -155,7 +161,9 @@ class Credentials:
 
 @dataclass(frozen=True, slots=True)
 class ExistingSecret:
-    """A secret as the list call shows it: never with its value."""
+    """A secret as the list call shows it: never with its value. A listed name that is not
+    ``accounts/{account}/secrets/{valid id}`` is kept, not ``valid``: it goes into no URL."""
 
     secret_id: str
     key_name: str
+    valid: bool = True

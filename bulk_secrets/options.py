@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
+import math
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 DEFAULT_BASE_URL = "https://api.fireworks.ai"
 DEFAULT_CONCURRENCY = 32
@@ -11,8 +14,10 @@ DEFAULT_RETRIES = 5
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_BACKOFF_INITIAL = 0.2
 DEFAULT_BACKOFF_MAX = 20.0
-# Fireworks documents 6,000 requests per minute per account (with a payment method).
-DEFAULT_MAX_RPS = 100.0
+# Fireworks documents 6,000 requests per minute per account (with a payment method), shared
+# with the account's own inference traffic: provisioning takes half of it by default.
+DEFAULT_MAX_RPS = 50.0
+DEFAULT_MAX_WAIT = 60.0  # seconds of Retry-After the run will wait; a longer one stops the account
 
 
 class OnExisting(enum.StrEnum):
@@ -59,11 +64,45 @@ class ApplyOptions:
     on_existing: OnExisting = OnExisting.UPDATE
     prune: bool = False  # delete the targeted accounts' secrets that no manifest names
     keep: tuple[str, ...] = ()  # globs of ids or keyNames that prune spares
+    max_wait: float = DEFAULT_MAX_WAIT  # the longest Retry-After waited
+    deadline: float | None = None  # seconds the whole run may take; None: no bound
+    ca_bundle: str | None = None  # CA certificates to trust; None: the system's
 
     def __post_init__(self) -> None:
         _check_positive("concurrency", self.concurrency)
-        if self.max_rps < 0:
+        if not (math.isfinite(self.max_rps) and self.max_rps >= 0):
             raise ValueError(f"max_rps must be >= 0 (0: no cap), got {self.max_rps!r}")
         _check_positive("timeout", self.timeout)
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+        _check_positive("max_wait", self.max_wait)
+        if self.deadline is not None:
+            _check_positive("deadline", self.deadline)
+        problem = base_url_problem(self.base_url)
+        if problem:
+            raise ValueError(problem)
+
+
+def base_url_problem(url: str) -> str | None:
+    """Why the API key and values must not be sent to ``url``, or None: https, or plain http
+    to this machine's own loopback address only."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return None
+    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
+        return None
+    shown = f"{parts.scheme}://{parts.hostname or ''}"  # never a password in the URL
+    if parts.scheme == "http":
+        return (
+            f"base URL {shown} would send the API key and values in clear text: use https:// "
+            "(plain http:// is allowed to 127.0.0.1, ::1 and localhost only)"
+        )
+    return f"base URL {shown}...: use https://HOST"
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: this machine's own loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

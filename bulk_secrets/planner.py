@@ -21,7 +21,7 @@ import anyio
 from . import errors
 from .models import Action, ExistingSecret, SecretSpec, Status, Step, Target
 from .options import ApplyOptions
-from .policy import Policy, Stops, Why
+from .policy import Gate, Policy, Stops, Why
 from .ratelimit import Rates
 from .retry import RetryPolicy
 from .state import State
@@ -33,11 +33,23 @@ class Lister(Protocol):
     ) -> tuple[list[ExistingSecret], str]: ...
 
 
+# A listing the server does not let end is cut short: no account holds this much.
+MAX_PAGES = 10_000
+MAX_LISTED = 500_000
+REPEATED = "the server sent a page token it had sent before: the listing would never end"
+TOO_MANY = f"the listing went past {MAX_PAGES} pages or {MAX_LISTED} secrets"
+NOT_DELETED = "listed under a name that is not a valid secret id: not deleted"
+LISTED = "listed"  # the source of a target found in a listing
+LISTED_INVALID = "listed, under a name that is not a valid id"
+
+
 @dataclass
 class Listing:
-    """What one account holds (id -> keyName), or why it could not be listed."""
+    """What one account holds (id -> keyName), or why it could not be listed. Names listed
+    that are not valid secret ids of the account are kept apart: they go into no URL."""
 
     secrets: dict[str, str] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)  # the name as listed -> keyName
     problem: str | None = None
 
 
@@ -48,7 +60,8 @@ class Plan:
     options: ApplyOptions
     policy: Policy
     listings: dict[str, Listing]
-    aborted: str | None = None
+    aborted: str | None = None  # every account's API key was rejected
+    stopped: str | None = None  # the run stopped while listing (the deadline)
     deletions: list[Step] = field(default_factory=list)
     done: frozenset[tuple[str, str]] | None = None  # what an earlier run did
     state: State | None = None
@@ -61,7 +74,11 @@ class Plan:
 
     def decide(self, spec: SecretSpec) -> Step:
         listing = self.listings.get(spec.account)
-        unreachable = self.aborted or (listing.problem if listing else "the account was not listed")
+        unreachable = (
+            self.aborted
+            or self.stopped
+            or (listing.problem if listing else "the account was not listed")
+        )
         if unreachable or listing is None:
             return Step(
                 target=spec, action=Action.CREATE, outcome=Status.NOT_ATTEMPTED, reason=unreachable
@@ -84,18 +101,29 @@ class Plan:
             return Step(target=spec, action=action, outcome=outcome, reason=reason)
         return Step(target=spec, action=Action.UPDATE, fingerprint=fingerprint)
 
+    @property
+    def to_delete(self) -> list[Step]:
+        """The deletions that will be sent (not those the plan settled)."""
+        return [step for step in self.deletions if step.outcome is None]
+
     def plan_deletions(self, targets: Iterable[Target]) -> None:
         """With prune: every listed secret that no target names and no keep glob spares."""
-        if not self.options.prune or self.aborted:
+        if not self.options.prune or self.aborted or self.stopped:
             return
+        unnamed = self.unnamed(targets)
         self.deletions = [
             Step(target=target, action=Action.DELETE)
-            for target in self.unnamed(targets)
+            if target.source == LISTED
+            else Step(
+                target=target, action=Action.DELETE, outcome=Status.SKIPPED, reason=NOT_DELETED
+            )
+            for target in unnamed
             if not self._kept(target.secret_id, target.key_name)
         ]
 
     def unnamed(self, targets: Iterable[Target]) -> list[Target]:
-        """Every listed secret that no target names, account by account."""
+        """Every listed secret that no target names, account by account: those of valid ids,
+        then those listed under names that are not valid ids."""
         named: dict[str, set[str]] = {}
         for target in targets:
             if target.account in self.listings:
@@ -106,12 +134,13 @@ class Plan:
                 key_name=key_name,
                 secret_id=secret_id,
                 location=f"(in {account}, not in the manifests)",
-                source="listed",
+                source=source,
             )
             for account, listing in sorted(self.listings.items())
             if not listing.problem
-            for secret_id, key_name in sorted(listing.secrets.items())
-            if secret_id not in named.get(account, ())
+            for source, listed in ((LISTED, listing.secrets), (LISTED_INVALID, listing.invalid))
+            for secret_id, key_name in sorted(listed.items())
+            if source == LISTED_INVALID or secret_id not in named.get(account, ())
         ]
 
     def _kept(self, secret_id: str, key_name: str) -> bool:
@@ -131,14 +160,19 @@ async def list_accounts(
     plan: Plan,
 ) -> Plan:
     """List every account into ``plan``, ``concurrency`` at a time; what an error stops is
-    for ``stops`` to say."""
+    for ``stops`` to say, and an account that cannot be listed stops there."""
     limiter = anyio.CapacityLimiter(plan.options.concurrency)
+    gate = Gate(rates, stops)
 
     async def list_one(account: str) -> None:
         async with limiter:
-            if stops.aborted:
-                return
-            plan.listings[account] = await _listing(api, account, retry, rates, stops)
+            blocked = stops.blocked(account)
+            listing = (
+                Listing(problem=blocked) if blocked else await _listing(api, account, retry, gate)
+            )
+            if listing.problem:
+                stops.stop_account(account, listing.problem)
+            plan.listings[account] = listing
 
     async with anyio.create_task_group() as group:
         for account in accounts:
@@ -147,24 +181,36 @@ async def list_accounts(
     return plan
 
 
-async def _listing(
-    api: Lister, account: str, retry: RetryPolicy, rates: Rates, stops: Stops
-) -> Listing:
+async def _listing(api: Lister, account: str, retry: RetryPolicy, gate: Gate) -> Listing:
+    """Every page of one account. The server is not trusted to end: a page token seen before,
+    more than ``MAX_PAGES`` pages or ``MAX_LISTED`` secrets make the account unreachable."""
     listing = Listing()
+    stops = gate.stops
     token = ""
+    seen: set[str] = set()
     try:
-        while True:
+        for _ in range(MAX_PAGES):
             page, token = await retry.call(
-                functools.partial(rates.call, account, api.list_page, account, token),
+                functools.partial(gate.send, account, api.list_page, account, token),
                 stopped=lambda: stops.blocked(account) is not None,
             )
-            listing.secrets.update((s.secret_id, s.key_name) for s in page)
+            for secret in page:
+                if secret.valid:
+                    listing.secrets[secret.secret_id] = secret.key_name
+                else:
+                    listing.invalid[secret.secret_id] = secret.key_name
             if not token:
                 return listing
+            if token in seen:
+                return Listing(problem=f"could not list account {account!r}: {REPEATED}")
+            if len(listing.secrets) + len(listing.invalid) > MAX_LISTED:
+                return Listing(problem=f"could not list account {account!r}: {TOO_MANY}")
+            seen.add(token)
     except (errors.Unauthenticated, errors.PermissionDenied) as exc:
         return Listing(problem=stops.learn(account, exc))
     except errors.ApiError as exc:
         return Listing(problem=f"could not list account {account!r}: {stops.learn(account, exc)}")
+    return Listing(problem=f"could not list account {account!r}: {TOO_MANY}")
 
 
 @dataclass

@@ -1,11 +1,12 @@
 """What decides, in one place: which requests an API error stops, and what becomes of a secret
 that exists already.
 
-Listing and writing both hand their API errors to :class:`Stops`: a rejected API key (401) stops
-the run, a refused account (403) stops that account, and a failure of the run itself (a manifest
-that changed, a bug) stops every request not yet sent. :class:`Policy` words the reasons the
-library gives without a server's answer, and applies ``on_existing`` at planning (a secret
-listed) and at writing (a create that meets 409) alike.
+Listing and writing both send through one :class:`Gate` and hand their API errors to
+:class:`Stops`: a rejected API key (401) stops the accounts that use it, a refused account (403),
+a dead one or one that asks for too long a wait stops that account, and a failure of the run
+itself (a manifest that changed, a bug, the deadline) stops every request not yet sent.
+:class:`Policy` words the reasons the library gives without a server's answer, and applies
+``on_existing`` at planning (a secret listed) and at writing (a create that meets 409) alike.
 
 Reasons say what happened. A caller may add its own words to them with ``hints``: the CLI adds
 the flag that brought each one about (``already exists (--on-existing skip)``).
@@ -14,11 +15,26 @@ the flag that brought each one about (``already exists (--on-existing skip)``).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import ParamSpec, TypeVar
 
-from .errors import ApiError, PermissionDenied, RetryAbandoned, Unauthenticated
+from .errors import (
+    ApiError,
+    ConnectionFailed,
+    PermissionDenied,
+    RetryAbandoned,
+    TlsFailed,
+    Unauthenticated,
+    WaitTooLong,
+)
 from .models import Action, Status
 from .options import OnExisting
+from .ratelimit import Rates
+
+P = ParamSpec("P")
+T = TypeVar("T")
+DEAD_AFTER = 10  # connection failures in a row to one account that stop it
 
 
 class Why(enum.StrEnum):
@@ -57,32 +73,120 @@ def _worded(why: Why, hint: str | None) -> str:
 
 
 class Stops:
-    """Which requests may still go, learnt from the API errors of every request."""
+    """Which requests may still go, learnt from the outcome of every request.
 
-    def __init__(self) -> None:
-        self.aborted: str | None = None  # a global fault: the API key was rejected
-        self.stopped: str | None = None  # the run itself failed: nothing more is sent
-        self._refused: dict[str, str] = {}  # account -> why it refused
+    - A rejected API key (401) stops the accounts that use that key; the run is ``aborted``
+      (a global fault) only when every target account's key was rejected.
+    - A refused account (403), a Retry-After longer than the run may wait, an account that
+      could not be listed, and ``DEAD_AFTER`` connection failures in a row (refused, reset, DNS,
+      TLS) each stop that account.
+    - :meth:`stop` stops everything: the run itself cannot go on (a manifest that changed, a
+      bug, the deadline).
+    """
+
+    def __init__(
+        self,
+        accounts: Iterable[str] = (),
+        key_of: Callable[[str], object] = lambda account: None,
+    ) -> None:
+        self.stopped: str | None = None
+        self._key_of = key_of
+        self._accounts_of_key = Counter(key_of(account) for account in accounts)
+        self._targets = sum(self._accounts_of_key.values())
+        self._rejected: dict[object, str] = {}  # API key -> why (401)
+        self._rejected_accounts = 0
+        self._stopped_accounts: dict[str, str] = {}  # account -> why it stopped
+        self._failures: dict[str, int] = {}  # account -> connection failures in a row
+
+    @property
+    def aborted(self) -> str | None:
+        """Why the run as a whole failed, when every target account's API key was rejected."""
+        if self._rejected and self._rejected_accounts >= self._targets:
+            return next(iter(self._rejected.values()))
+        return None
 
     def blocked(self, account: str) -> str | None:
         """Why no request to ``account`` may go now, or None."""
-        return self.aborted or self.stopped or self._refused.get(account)
+        if self.stopped:
+            return self.stopped
+        if self._rejected:
+            rejected = self._rejected.get(self._key_of(account))
+            if rejected:
+                return rejected
+        return self._stopped_accounts.get(account)
+
+    def stopped_accounts(self) -> dict[str, str]:
+        """Every account that stopped, with why, in the order they stopped (a rejected key's
+        accounts under their key's reason)."""
+        return dict(self._stopped_accounts)
 
     def learn(self, account: str, exc: ApiError) -> str:
         """Take in the error of a request to ``account``; return the reason for its secret."""
         if isinstance(exc, Unauthenticated):
-            self.aborted = self.aborted or f"the API key was rejected (401): {exc.message}"
-            return self.aborted
+            return self._reject(account, exc)
         if isinstance(exc, PermissionDenied):
-            why = f"account {account!r} refused the API key (403): {exc.message}"
-            return self._refused.setdefault(account, why)
+            return self.stop_account(
+                account, f"account {account!r} refused the API key (403): {exc.message}"
+            )
+        if isinstance(exc, WaitTooLong):
+            return self.stop_account(account, f"account {account!r}: {exc.message}")
         if isinstance(exc, RetryAbandoned):  # a retry was due when the account was stopped
             return self.blocked(account) or str(exc)
         return str(exc)
 
+    def answered(self, account: str) -> None:
+        """A request to ``account`` got an answer: the server is there."""
+        if self._failures:
+            self._failures.pop(account, None)
+
+    def unanswered(self, account: str, exc: ApiError) -> None:
+        """A request to ``account`` could not connect; enough in a row stop the account."""
+        failures = self._failures[account] = self._failures.get(account, 0) + 1
+        if failures >= DEAD_AFTER:
+            self.stop_account(
+                account,
+                f"account {account!r} stopped after {failures} connection failures in a row: {exc}",
+            )
+
+    def stop_account(self, account: str, reason: str) -> str:
+        """Stop every request to ``account`` not yet sent; return the reason it stopped for."""
+        return self._stopped_accounts.setdefault(account, reason)
+
     def stop(self, reason: str) -> None:
         """Stop every request not yet sent: the run cannot go on."""
         self.stopped = self.stopped or reason
+
+    def _reject(self, account: str, exc: ApiError) -> str:
+        key = self._key_of(account)
+        reason = self._rejected.get(key)
+        if reason is None:
+            whose = "" if len(self._accounts_of_key) <= 1 else f" of account {account!r}"
+            reason = self._rejected[key] = f"the API key{whose} was rejected (401): {exc.message}"
+            self._rejected_accounts += self._accounts_of_key.get(key, 0) or 1
+        return reason
+
+
+class Gate:
+    """Every request passes here: it waits for its account's turn (``rates``) and what comes
+    of it teaches ``stops`` whether the server is there."""
+
+    def __init__(self, rates: Rates, stops: Stops) -> None:
+        self.rates = rates
+        self.stops = stops
+
+    async def send(
+        self, account: str, request: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        try:
+            answer = await self.rates.call(account, request, *args, **kwargs)
+        except (ConnectionFailed, TlsFailed) as exc:
+            self.stops.unanswered(account, exc)
+            raise
+        except ApiError:
+            self.stops.answered(account)
+            raise
+        self.stops.answered(account)
+        return answer
 
 
 def internal_error(exc: Exception) -> str:

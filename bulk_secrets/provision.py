@@ -10,12 +10,22 @@ run for scripts and notebooks, on an event loop of its own.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import itertools
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -25,7 +35,7 @@ import anyio
 
 from .client import SecretsClient
 from .clock import SYSTEM_CLOCK, Clock
-from .errors import BulkSecretsError, UsageError
+from .errors import BulkSecretsError, ReportWriteFailed, StateSaveFailed, UsageError
 from .manifest import ManifestSet
 from .models import Action, Credentials, Result, SecretSpec, SecretValue, Status, Step, Target
 from .options import ApplyOptions
@@ -35,10 +45,12 @@ from .ratelimit import Rates
 from .report import ReportSink, Summary, check_report_path, open_report, read_done
 from .retry import RetryPolicy
 from .runner import Runner
-from .state import State
+from .state import State, check_state_path
 
 T = TypeVar("T")
 DECLINED = "the deletions were not confirmed; nothing was changed"
+DEADLINE = "deadline reached"
+NOT_TARGETED = "account not targeted by this run"
 INTERRUPTED = "interrupted"
 
 
@@ -61,6 +73,10 @@ class SecretSource(Protocol):
 
     def verify_unchanged(self) -> None: ...
 
+    def excluded(self) -> Iterable[Target]:
+        """Secrets the source names for accounts this run does not target (reported skipped)."""
+        ...
+
 
 class SpecList:
     """A plain sequence of specs as a :class:`SecretSource`."""
@@ -80,6 +96,9 @@ class SpecList:
 
     def verify_unchanged(self) -> None:
         pass  # held in memory: cannot change
+
+    def excluded(self) -> Iterable[Target]:
+        return ()
 
 
 Source = SecretSource | Sequence[SecretSpec]
@@ -141,12 +160,14 @@ async def apply_secrets(
     """
     report_path = None if report is None else Path(report)
     check_report_path(report_path)
+    if state is not None:
+        check_state_path(Path(state))
     run = _Run(
         _source(source),
         credentials=credentials,
         options=options or ApplyOptions(),
         state=None if state is None else State(Path(state), credentials),
-        done=None if only_failed is None else read_done(Path(only_failed)),
+        done=None if only_failed is None else read_done(Path(only_failed)).keys,
         hints=hints,
         clock=clock,
     )
@@ -154,7 +175,8 @@ async def apply_secrets(
         async with run:
             try:
                 plan = await run.plan()
-                if plan.deletions and confirm is not None and not await confirm(plan):
+                asked = plan.to_delete and not plan.stopped
+                if asked and confirm is not None and not await confirm(plan):
                     raise UsageError(DECLINED)
             except BaseException as exc:
                 reason = INTERRUPTED if isinstance(exc, anyio.get_cancelled_exc_class()) else exc
@@ -190,13 +212,14 @@ async def plan_secrets(
         credentials=credentials,
         options=options or ApplyOptions(),
         state=None if state is None else State(Path(state), credentials),
-        done=None if only_failed is None else read_done(Path(only_failed)),
+        done=None if only_failed is None else read_done(Path(only_failed)).keys,
         hints=hints,
         clock=clock,
     )
     async with run:
         plan = await run.plan()
-    steps = [_without_value(step) for step in plan.steps(run.source.specs())]
+    planned = (_without_value(step) for step in plan.steps(run.source.specs()))
+    steps = [*run.excluded_steps(), *planned]
     return PlannedSteps(steps, plan.aborted)
 
 
@@ -292,15 +315,24 @@ class _Run:
         self._state = state
         self._done = done
         self._client = SecretsClient(
-            options.base_url, credentials, connections=options.concurrency, timeout=options.timeout
+            options.base_url,
+            credentials,
+            connections=options.concurrency,
+            timeout=options.timeout,
+            ca_bundle=options.ca_bundle,
         )
         self._retry = RetryPolicy(options.retry, sleep=clock.sleep)
-        self._rates = Rates(options.max_rps, clock=clock.now, sleep=clock.sleep)
-        self._stops = Stops()
+        self._rates = Rates(
+            options.max_rps, max_wait=options.max_wait, clock=clock.now, sleep=clock.sleep
+        )
+        self._stops = Stops(source.accounts(), key_of=credentials.for_account)
+        self._ends_at: float | None = None  # the deadline, on anyio's clock
         self._policy = Policy(options.on_existing, hints)
         self._summary = Summary(started=source.started)
 
     async def __aenter__(self) -> Self:
+        if self._options.deadline is not None:
+            self._ends_at = anyio.current_time() + self._options.deadline
         await self._client.__aenter__()
         return self
 
@@ -315,20 +347,27 @@ class _Run:
     async def plan(self) -> Plan:
         """List every target account and decide what to do; nothing is written."""
         plan = Plan(self._options, self._policy, {}, done=self._done, state=self._state)
-        await list_accounts(
-            self._client,
-            self.source.accounts(),
-            retry=self._retry,
-            rates=self._rates,
-            stops=self._stops,
-            plan=plan,
-        )
+        async with self._bounded():
+            await list_accounts(
+                self._client,
+                self.source.accounts(),
+                retry=self._retry,
+                rates=self._rates,
+                stops=self._stops,
+                plan=plan,
+            )
+        plan.aborted, plan.stopped = self._stops.aborted, self._stops.stopped
         plan.plan_deletions(self.source.targets())
         self.source.verify_unchanged()
         return plan
 
     def abandon(self, sink: ReportSink, reason: str) -> Summary:
         """Report every secret as not attempted, for a run stopped before it wrote anything."""
+        for target in self.source.excluded():
+            skipped = Result.of(
+                target, action=Action.SKIP, status=Status.SKIPPED, error=NOT_TARGETED
+            )
+            self._add(sink, skipped)
         for target in self.source.targets():
             self._add(
                 sink,
@@ -351,17 +390,43 @@ class _Run:
             state=self._state,
         )
         try:
-            await runner.execute(self._steps(plan))
+            async with self._bounded():
+                await runner.execute(self._steps(plan))
         finally:
-            self._finish(sink)
             if self._state is not None:
-                self._state.save()
+                try:
+                    self._state.save()
+                except StateSaveFailed as exc:  # the state file stays as it was: said below
+                    self._stops.stop(str(exc))
+            self._finish(sink)
         return self._summary
+
+    @asynccontextmanager
+    async def _bounded(self) -> AsyncIterator[None]:
+        """The block, cancelled when the run's deadline passes, after ``stops`` is told, so
+        that what was in flight and what was left say why."""
+        ends_at = self._ends_at
+        if ends_at is None:
+            yield
+            return
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                await anyio.sleep_until(ends_at)
+                self._stops.stop(f"{DEADLINE} ({self._options.deadline:g}s)")
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            try:
+                yield
+            finally:
+                group.cancel_scope.cancel()
 
     def _steps(self, plan: Plan) -> Iterator[Step]:
         """The plan's steps; when the source fails mid-run (a manifest or a value file that
         changed, a bug), the secret at hand fails with the reason and the rest are settled not
         attempted, so the report still names every secret once."""
+        yield from self.excluded_steps()
         position = 0
         try:
             for spec in self.source.specs():
@@ -373,6 +438,13 @@ class _Run:
             yield from self._unreached(plan, position, reason)
             return
         yield from plan.deletions
+
+    def excluded_steps(self) -> Iterator[Step]:
+        """The source's secrets for accounts this run does not target, settled skipped."""
+        for target in self.source.excluded():
+            yield Step(
+                target=target, action=Action.SKIP, outcome=Status.SKIPPED, reason=NOT_TARGETED
+            )
 
     def _unreached(self, plan: Plan, position: int, reason: str) -> Iterator[Step]:
         targets = itertools.islice(self.source.targets(), position, None)
@@ -393,7 +465,8 @@ class _Run:
 
     def _add(self, sink: ReportSink, result: Result) -> None:
         self._summary.add(result)
-        sink.write(result)
+        with contextlib.suppress(ReportWriteFailed):  # finish() raises it again
+            sink.write(result)
 
     def _finish(self, sink: ReportSink) -> Summary:
         summary = self._summary
@@ -401,6 +474,10 @@ class _Run:
         summary.stopped = self._stops.stopped
         summary.requests = self._client.requests_sent
         summary.retries = self._retry.retries
+        summary.stopped_accounts = self._stops.stopped_accounts()
         summary.finished = summary.started + summary.duration
-        sink.finish(summary)
+        try:
+            sink.finish(summary)
+        except ReportWriteFailed as exc:  # the run's results stand; its report does not
+            summary.stopped = summary.stopped or str(exc)
         return summary

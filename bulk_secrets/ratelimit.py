@@ -10,17 +10,20 @@ that account's :class:`AccountRate`. Slots are paced ``1 / rate`` apart.
   (additive increase), up to the cap.
 - A Retry-After holds every request to that account until then, not only the one told.
 - An account with no cap (``--max-rps 0``) runs unpaced until its first 429.
+- A Retry-After longer than ``max_wait`` is not waited: the request fails at once
+  (:class:`~bulk_secrets.errors.WaitTooLong`), and the account does not pause for it.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
 import anyio
 
-from .errors import RateLimited
+from .errors import RateLimited, WaitTooLong
 
 DECREASE = 0.95  # of what got through, on a 429
 INCREASE = 0.01  # of the rate, added per second of successes
@@ -108,10 +111,12 @@ class Rates:
         self,
         max_rps: float,
         *,
+        max_wait: float = math.inf,
         clock: Clock = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._ceiling = max_rps or None
+        self._max_wait = max_wait
         self._accounts: dict[str, AccountRate] = {}
         self._clock = clock
         self._sleep = sleep
@@ -141,6 +146,12 @@ class Rates:
         try:
             answer = await request(*args, **kwargs)
         except RateLimited as exc:
+            if exc.retry_after is not None and exc.retry_after > self._max_wait:
+                raise WaitTooLong(
+                    f"the server asked to wait {exc.retry_after:.0f}s (Retry-After), more than "
+                    f"the {self._max_wait:g}s the run may wait",
+                    status=exc.status,
+                ) from exc
             rate.rate_limited(sent_at, self._clock(), exc.retry_after)
             raise
         rate.succeeded(self._clock())

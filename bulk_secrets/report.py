@@ -7,22 +7,34 @@ Reports write an allow-list of fields (:meth:`Result.to_record`); no value ever 
 - JSONL: one result per line, written as results arrive (flushed once per event-loop turn),
   so a killed run leaves every finished result on disk; the last line is ``{"summary": ...}``.
 - CSV: a header, then one row per result, flushed the same way.
+
+Files are written safely. A temporary (``PATH.partial``, ``PATH.tmp``) is always a new file:
+a stale one of that name, file or symlink, is removed first, never followed. The final rename
+replaces whatever is at ``PATH``, a symlink included, rather than writing through it; a JSONL or
+CSV report that is a symlink is replaced the same way. A write that fails (disk full, I/O error)
+raises :class:`ReportWriteFailed`, once; the report then takes no more writes, and a JSON report
+leaves the previous one at ``PATH`` as it was.
+
+:func:`read_done` reads what any run leaves, finished or killed, for ``--only-failed``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
-import io
 import json
 import os
+import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self
 
-from .errors import UsageError
+from .errors import ReportWriteFailed, UsageError
+from .files import check_writable, create_new
 from .models import Result, Status
 
 FIELDS = (
@@ -37,6 +49,9 @@ FIELDS = (
     "error",
 )
 
+# Reports hold no value: readable by others as before, writable by no one else (the umask
+# narrows it further). The state file, which holds fingerprints, is 0600.
+REPORT_MODE = 0o644
 
 FAILURES_KEPT = 20  # failures the summary keeps to show, whatever the run's size
 
@@ -51,6 +66,7 @@ class Summary:
     retries: int = 0  # of those, the ones that repeated a failed request
     aborted: str | None = None  # a global fault stopped the run: the API key was rejected
     stopped: str | None = None  # the run itself failed (a manifest changed, a bug)
+    stopped_accounts: dict[str, str] = field(default_factory=dict)  # account -> why it stopped
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     first_failures: list[Result] = field(default_factory=list)  # at most FAILURES_KEPT
@@ -128,19 +144,40 @@ def json_line(result: Result) -> str:
     )
 
 
+def _open_emptied(path: Path) -> int:
+    """The report file at ``path``, emptied, never through a link: a symlink there is replaced
+    by a file of its own (as a JSON report's final rename replaces one)."""
+    if path.is_symlink():
+        return create_new(path, REPORT_MODE)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, REPORT_MODE)
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+# Sinks
+
+
 class ReportSink:
     """Where results go, as a context manager: leaving the ``with`` block closes the file,
     whether or not the report was finished. This one writes nothing: no report was asked for.
+
+    ``failed`` is the first :class:`ReportWriteFailed` the report met, if any.
     """
 
+    failed: ReportWriteFailed | None = None
+
     def write(self, result: Result) -> None:
-        pass
+        """Add one result; raises :class:`ReportWriteFailed` once, on the first failure."""
 
     def finish(self, summary: Summary) -> None:
-        """Write the summary and put the report in place; the file is closed after it."""
+        """Write the summary and put the report in place; the file is closed after it.
+        Raises :class:`ReportWriteFailed` when the report is not complete."""
 
     def close(self) -> None:
-        """Close the file, finished or not; an unfinished JSON report leaves nothing behind."""
+        """Close the file, finished or not; an unfinished JSON report leaves nothing behind.
+        Never raises: a failure met here is kept in ``failed``."""
 
     def __enter__(self) -> Self:
         return self
@@ -149,87 +186,145 @@ class ReportSink:
         self.close()
 
 
-class JsonReport(ReportSink):
-    def __init__(self, path: Path) -> None:
+class _FileReport(ReportSink):
+    """A report file flushed at the end of each event-loop turn in which it was written: so a
+    killed run keeps every result finished before its last turn, for one write per turn, not
+    one per line. (anyio has no end-of-turn callback: this is asyncio's ``call_soon``.)
+
+    The first failure to write, flush or finish is kept in ``failed`` and closes the file;
+    writes after it do nothing. ``write`` and ``finish`` raise it when they meet it; the
+    end-of-turn flush cannot raise, so the next ``write`` (or ``finish``) raises what it met.
+    """
+
+    def __init__(self, path: Path, file: IO[Any]) -> None:
         self._path = path
-        self._partial = path.with_name(path.name + ".partial")
-        self._file: IO[str] = self._partial.open("w", encoding="utf-8")
-        self._first = True
+        self._file = file
+        self._flush_due = False
+        self._unraised = False  # a failure the end-of-turn flush met, not raised yet
 
     def write(self, result: Result) -> None:
-        separator = "\n" if self._first else ",\n"
-        self._first = False
-        self._file.write(separator + json_line(result))
+        if self.failed is not None:
+            if self._unraised:
+                self._unraised = False
+                raise self.failed
+            return
+        try:
+            self._put(result)
+            if not self._flush_due:
+                self._flush_at_end_of_turn()
+        except OSError as exc:
+            raise self._fail(exc) from exc
 
     def finish(self, summary: Summary) -> None:
-        self._file.close()
-        final = self._path.with_name(self._path.name + ".tmp")
-        with final.open("w", encoding="utf-8") as out, self._partial.open(encoding="utf-8") as src:
-            out.write('{"summary": ' + json.dumps(summary.to_record()) + ',\n"results": [')
-            while chunk := src.read(1 << 20):
-                out.write(chunk)
-            out.write("\n]}\n")
-        os.replace(final, self._path)
-        self._partial.unlink()
+        if self.failed is None:
+            try:
+                self._end(summary)
+            except OSError as exc:
+                self._fail(exc)
+        if self.failed is not None:
+            self._unraised = False
+            self.close()
+            raise self.failed
 
     def close(self) -> None:
         if not self._file.closed:
-            self._file.close()
-        self._partial.unlink(missing_ok=True)  # finished: gone already; else never finished
+            try:
+                self._file.close()  # what was written stays: every result finished so far
+            except OSError as exc:
+                self._fail(exc)
 
+    def _put(self, result: Result) -> None:
+        raise NotImplementedError
 
-class _FlushedEachTurn(ReportSink):
-    """A report file flushed at the end of each event-loop turn in which it was written: so a
-    killed run keeps every result finished before its last turn, for one write per turn, not
-    one per line. (anyio has no end-of-turn callback: this is asyncio's ``call_soon``.)"""
+    def _end(self, summary: Summary) -> None:
+        raise NotImplementedError
 
-    def __init__(self, file: IO[str]) -> None:
-        self._file = file
-        self._flush_due = False
-
-    def _written(self) -> None:
-        if self._flush_due:
-            return
+    def _flush_at_end_of_turn(self) -> None:
         try:
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop: flushed at once
             self._file.flush()
             return
+        loop.call_soon(self._flush)
         self._flush_due = True
 
     def _flush(self) -> None:
         self._flush_due = False
-        if not self._file.closed:
-            self._file.flush()
+        if self.failed is None and not self._file.closed:
+            try:
+                self._file.flush()
+            except OSError as exc:  # a callback of the loop: kept for the next write
+                self._fail(exc)
+                self._unraised = True
+
+    def _fail(self, exc: OSError) -> ReportWriteFailed:
+        if self.failed is None:
+            self.failed = ReportWriteFailed(self._path, exc)
+        with suppress(OSError):  # closing flushes what is left, and may meet the failure again
+            self._file.close()
+        return self.failed
+
+
+class JsonReport(_FileReport):
+    def __init__(self, path: Path) -> None:
+        self._partial = _sibling(path, ".partial")
+        self._temporary = _sibling(path, ".tmp")
+        super().__init__(path, os.fdopen(create_new(self._partial, REPORT_MODE), "w+b"))
+        self._separator = b"\n"
+
+    def _put(self, result: Result) -> None:
+        self._file.write(self._separator + json_line(result).encode())  # ASCII
+        self._separator = b",\n"
+
+    def _end(self, summary: Summary) -> None:
+        head = '{"summary": ' + json.dumps(summary.to_record()) + ',\n"results": ['
+        self._file.flush()
+        self._file.seek(0)
+        try:
+            with os.fdopen(create_new(self._temporary, REPORT_MODE), "wb") as out:
+                out.write(head.encode())
+                shutil.copyfileobj(self._file, out, 1 << 20)
+                out.write(b"\n]}\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(self._temporary, self._path)  # the one change to PATH, at the very end
+        except OSError:
+            with suppress(OSError):
+                self._temporary.unlink(missing_ok=True)
+            raise
+        self._file.close()
+        with suppress(OSError):  # older than the report now: read_done would pass it over
+            self._partial.unlink()
 
     def close(self) -> None:
-        self._file.close()  # what was written stays: every result finished so far
+        super().close()
+        with suppress(OSError):  # finished: in place already; else never finished
+            self._partial.unlink(missing_ok=True)
 
 
-class JsonlReport(_FlushedEachTurn):
+class JsonlReport(_FileReport):
     def __init__(self, path: Path) -> None:
-        super().__init__(path.open("w", encoding="utf-8"))
+        super().__init__(path, os.fdopen(_open_emptied(path), "w", encoding="utf-8"))
 
-    def write(self, result: Result) -> None:
+    def _put(self, result: Result) -> None:
         self._file.write(json_line(result) + "\n")
-        self._written()
 
-    def finish(self, summary: Summary) -> None:
+    def _end(self, summary: Summary) -> None:
         self._file.write(json.dumps({"summary": summary.to_record()}) + "\n")
         self._file.close()
 
 
-class CsvReport(_FlushedEachTurn):
+class CsvReport(_FileReport):
     def __init__(self, path: Path) -> None:
-        super().__init__(path.open("w", encoding="utf-8", newline=""))
-        self._writer = csv.DictWriter(self._file, fieldnames=FIELDS)
+        file = os.fdopen(_open_emptied(path), "w", encoding="utf-8", newline="")
+        super().__init__(path, file)
+        self._writer = csv.DictWriter(file, fieldnames=FIELDS)
         self._writer.writeheader()
 
-    def write(self, result: Result) -> None:
+    def _put(self, result: Result) -> None:
         self._writer.writerow(result.to_record())
-        self._written()
 
-    def finish(self, summary: Summary) -> None:
+    def _end(self, summary: Summary) -> None:
         self._file.close()
 
 
@@ -254,37 +349,150 @@ def open_report(path: Path | None) -> ReportSink:
 
 
 def check_report_path(path: Path | None) -> None:
-    """Refuse a report name of an unknown kind before anything is sent."""
-    if path is not None and path.suffix.lower() not in _BY_SUFFIX:
+    """Refuse, before anything is sent, a report name of an unknown kind or that could not be
+    written (see :func:`check_writable`)."""
+    if path is None:
+        return
+    if path.suffix.lower() not in _BY_SUFFIX:
         raise UsageError(f"report {path}: use a .json, .jsonl or .csv file name")
+    check_writable(path, "report")
 
 
-def read_done(path: Path) -> frozenset[tuple[str, str]]:
-    """(account, secretId) of every result of an earlier report that succeeded or was skipped.
+# Reading a report back, for --only-failed
 
-    ``--only-failed`` runs everything else again: what failed, what was not attempted, and what
-    a killed run never reached. A last line cut short by a kill is passed over.
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """What an earlier report shows: the (account, secretId) of each result that succeeded or
+    was skipped, how many results it holds in all, and the file they were read from (a JSON
+    report's ``.partial`` when its run did not finish). ``(account, secret_id) in done`` asks
+    whether one secret is done."""
+
+    keys: frozenset[tuple[str, str]]
+    total: int
+    source: Path
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys
+
+
+_DONE = frozenset({Status.SUCCEEDED.value, Status.SKIPPED.value})
+_READ = ("account", "secretId", "status")  # the fields --only-failed needs of a result
+_PARTIAL = ".partial"
+
+
+def read_done(path: Path) -> Done:
+    """What an earlier report shows done (succeeded or skipped); ``--only-failed`` runs
+    everything else again: what failed, what was not attempted, what a killed run never reached.
+
+    Any report is read, finished or left by a killed run: JSON, JSONL (with or without its
+    summary line), CSV, each maybe cut short in its last line, which is then passed over. For a
+    ``.json`` report whose run did not finish (its ``.partial`` is there, and newer than the
+    report or the report is missing), the results in the ``.partial`` are read.
     """
+    source, kind = _to_read(path)
+    keys: set[tuple[str, str]] = set()
+    total = 0
     try:
-        text = path.read_text(encoding="utf-8")
-        suffix = path.suffix.lower()
-        if suffix == ".json":
-            records = json.loads(text)["results"]
-        elif suffix == ".jsonl":
-            records = [json.loads(line) for line in _whole_lines(text)]
-        elif suffix == ".csv":
-            records = list(csv.DictReader(io.StringIO(text, newline="")))
-        else:
-            raise UsageError(f"report {path}: not a .json, .jsonl or .csv report")
-        return frozenset(
-            (str(r["account"]), str(r["secretId"]))
-            for r in records
-            if isinstance(r, dict) and r.get("status") in (Status.SUCCEEDED, Status.SKIPPED)
-        )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"report {path}: cannot read it as a bulk-secrets report ({exc})") from exc
+        # A kill may cut the last character in two: its row is passed over, or it is an error.
+        with source.open(encoding="utf-8", errors="replace", newline="") as file:
+            for where, record in _records_of(file, kind):
+                result = _result_of(where, record)
+                if result is None:
+                    continue  # a JSONL report's summary line
+                account, secret_id, status = result
+                total += 1
+                if status in _DONE:
+                    keys.add((account, secret_id))
+    except OSError as exc:
+        raise UsageError(f"report {source}: cannot read it: {exc.strerror}") from exc
+    except (ValueError, csv.Error) as exc:  # json.JSONDecodeError is a ValueError
+        raise UsageError(
+            f"report {source}: cannot read it as a bulk-secrets report ({exc})"
+        ) from exc
+    return Done(frozenset(keys), total, source)
 
 
-def _whole_lines(text: str) -> list[str]:
-    lines = text.split("\n")
-    return [line for line in lines[:-1] if line.strip()]  # the last piece has no newline yet
+def _to_read(path: Path) -> tuple[Path, str]:
+    """The file to read for the report named ``path``, and its kind."""
+    suffix = path.suffix.lower()
+    if suffix == _PARTIAL and path.stem.lower().endswith(".json"):
+        return path, _PARTIAL
+    if suffix not in _BY_SUFFIX:
+        raise UsageError(f"report {path}: not a .json, .jsonl or .csv report")
+    if suffix == ".json":
+        partial = _sibling(path, _PARTIAL)
+        with suppress(OSError):
+            left = partial.stat().st_mtime
+            if not path.exists() or left >= path.stat().st_mtime:
+                return partial, _PARTIAL  # the last run did not finish: resume it
+    return path, suffix
+
+
+_Record = tuple[str, Any]  # where it is (for messages), and what was read there
+
+
+def _records_of(file: IO[str], kind: str) -> Iterator[_Record]:
+    if kind == ".json":
+        data = json.load(file)
+        results = data.get("results") if isinstance(data, dict) else None
+        if not isinstance(results, list):
+            raise ValueError("no list of results")
+        return ((f"result {i + 1}", record) for i, record in enumerate(results))
+    if kind == ".csv":
+        return _csv_records(file)
+    return _line_records(file, partial=kind == _PARTIAL)
+
+
+def _line_records(file: IO[str], *, partial: bool) -> Iterator[_Record]:
+    """One JSON record a line (a ``.partial`` ends each but its last with ``,``). The last line,
+    when no newline ends it, may have been cut short by a kill: if it does not parse, it is
+    passed over."""
+    for number, line in enumerate(file, 1):
+        text = line.rstrip("\n")
+        if partial:
+            text = text.removesuffix(",")
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except ValueError:
+            if not line.endswith("\n"):  # the last line, cut short
+                return
+            raise ValueError(f"line {number} is not JSON") from None
+        yield f"line {number}", record
+
+
+def _csv_records(file: IO[str]) -> Iterator[_Record]:
+    """Rows under the header. A row without all the header's columns, which a kill leaves
+    last, is passed over there; a header cut short means no rows were written."""
+    reader = csv.reader(file)
+    header = next(reader, None)
+    if header is None:
+        return
+    rows = iter(reader)
+    row = next(rows, None)
+    if row is None and ",".join(FIELDS).startswith(",".join(header)):
+        return  # nothing but a header, maybe cut short
+    if not set(_READ) <= set(header):
+        raise ValueError(f"no {', '.join(_READ)} columns")
+    while row is not None:
+        where = f"line {reader.line_num}"
+        after = next(rows, None)
+        if len(row) < len(header):
+            if after is None:
+                return  # the last row, cut short
+            raise ValueError(f"{where}: {len(row)} columns, not {len(header)}")
+        yield where, dict(zip(header, row, strict=False))
+        row = after
+
+
+def _result_of(where: str, record: Any) -> tuple[str, str, str] | None:
+    """(account, secretId, status) of a result; None for a JSONL report's summary line."""
+    if isinstance(record, dict):
+        if record.keys() == {"summary"}:
+            return None
+        account, secret_id, status = (record.get(name) for name in _READ)
+        if isinstance(account, str) and isinstance(secret_id, str) and isinstance(status, str):
+            return account, secret_id, status
+    raise ValueError(f"{where}: not a bulk-secrets result")

@@ -1,8 +1,9 @@
 """The retry policy, as tenacity objects: the only module that imports tenacity.
 
-Only :class:`~bulk_secrets.errors.TransientError` is retried. Waits are jittered exponential,
-or the server's Retry-After when a 429 carries one. The first attempt runs outside tenacity, so a
-request that succeeds first time pays nothing for the retry machinery; only a failure enters it.
+Only :class:`~bulk_secrets.errors.TransientError` is retried. Waits are exponential with full
+jitter, or the server's Retry-After when a 429 carries one. The first attempt runs outside
+tenacity, so a request that succeeds first time pays nothing for the retry machinery; only a
+failure enters it.
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ class RetryPolicy:
         rng: random.Random | None = None,
     ) -> None:
         self._rng = rng or random.Random()
-        self._backoff = tenacity.wait_exponential_jitter(
-            multiplier=options.backoff_initial,
-            max=options.backoff_max,
-            jitter=options.backoff_initial,
+        # Full jitter: each wait is drawn from [0, min(max, initial * 2**(attempt - 1))], so
+        # capped waits stay spread rather than all landing on the cap at once.
+        self._backoff = tenacity.wait_random_exponential(
+            multiplier=options.backoff_initial, max=options.backoff_max
         )
         self._attempts = tenacity.stop_after_attempt(options.attempts)
         self._retrying = tenacity.AsyncRetrying(

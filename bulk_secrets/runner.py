@@ -16,8 +16,9 @@ from typing import Any, Protocol
 import anyio
 
 from . import errors
+from .errors import ReportWriteFailed
 from .models import Action, Result, SecretSpec, Status, Step
-from .policy import Policy, Stops, internal_error
+from .policy import Gate, Policy, Stops, internal_error
 from .ratelimit import Rates
 from .report import ReportSink, Summary
 from .retry import RetryPolicy
@@ -29,7 +30,8 @@ from .state import State
 MAX_TURNS = 4
 # How far the scheduler reads the plan ahead, per worker: room for accounts to take turns.
 _WINDOW_PER_WORKER = 4
-INTERRUPTED = "interrupted before an answer came: the secret may or may not have been changed"
+IN_FLIGHT = " before an answer came: the secret may or may not have been changed"
+INTERRUPTED = f"interrupted{IN_FLIGHT}"
 CONTESTED = "the secret kept being deleted and created by others"
 
 
@@ -71,6 +73,7 @@ class Runner:
         self._stops = stops
         self._retry = retry
         self._rates = rates
+        self._gate = Gate(rates, stops)
         self._sink = sink
         self._summary = summary
         self._state = state
@@ -116,7 +119,8 @@ class Runner:
             else:
                 result = await self._write(step, progress)
         except anyio.get_cancelled_exc_class():
-            self._record(step, _ended(step, progress, Status.FAILED, INTERRUPTED))
+            why = self._stops.stopped or "interrupted"
+            self._record(step, _ended(step, progress, Status.FAILED, f"{why}{IN_FLIGHT}"))
             raise
         except errors.ApiError as exc:
             reason = self._stops.learn(step.target.account, exc)
@@ -129,9 +133,12 @@ class Runner:
 
     def _record(self, step: Step, result: Result) -> None:
         self._summary.add(result)
-        self._sink.write(result)
         if self._state is not None and step.outcome is None:  # settled by the plan: no write
             self._state.settle(step, result.status)
+        try:
+            self._sink.write(result)
+        except ReportWriteFailed as exc:  # the run's record cannot be kept: send no more
+            self._stops.stop(str(exc))
 
     async def _delete(self, step: Step, progress: _Progress) -> Result:
         target = step.target
@@ -182,15 +189,16 @@ class Runner:
         The first attempt is made here, outside the retry machinery, so that a request that
         succeeds first time pays nothing for it.
         """
+        send = self._gate.send
         progress.attempts += 1
         try:
-            return await self._rates.call(account, call, *args)
+            return await send(account, call, *args)
         except errors.TransientError as exc:
             failure = exc
 
         async def again() -> int:
             progress.attempts += 1
-            return await self._rates.call(account, call, *args)
+            return await send(account, call, *args)
 
         return await self._retry.after(
             failure, again, stopped=lambda: self._stops.blocked(account) is not None

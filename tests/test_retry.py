@@ -56,8 +56,18 @@ async def test_transient_failures_are_retried_with_growing_waits() -> None:
     assert await retry.call(op) == 200
     assert op.calls == 4
     assert len(sleep.waits) == 3
-    assert all(0.5 <= w <= 4.0 + 0.5 for w in sleep.waits)
-    assert sleep.waits[2] >= 2.0  # 0.5 * 2**2, plus jitter
+    # Full jitter: wait n is drawn from [0, 0.5 * 2**(n - 1)].
+    assert all(0 <= w <= 0.5 * 2**n for n, w in enumerate(sleep.waits))
+
+
+async def test_capped_waits_stay_spread() -> None:
+    """Full jitter: past the cap, waits are drawn below it, not all set to it."""
+    retry, sleep = policy(retries=12)
+    op = Flaky(*(errors.ServerError("x", status=503) for _ in range(12)))
+    assert await retry.call(op) == 200
+    capped = sleep.waits[4:]  # 0.5 * 2**4 = 8 > the cap of 4
+    assert all(0 <= w <= 4.0 for w in capped)
+    assert len(set(capped)) == len(capped)  # spread, where a clamped backoff gives 4.0 each
 
 
 async def test_gives_up_after_the_allowed_retries_with_the_last_error() -> None:

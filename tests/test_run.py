@@ -103,6 +103,9 @@ class _Changing:
     def verify_unchanged(self) -> None:
         pass
 
+    def excluded(self) -> list[Target]:
+        return []
+
 
 @pytest.mark.parametrize(
     ("error", "reason"),

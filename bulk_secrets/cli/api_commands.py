@@ -23,7 +23,15 @@ from ..provision import (
     verify_secrets,
 )
 from ..sandbox import sandbox
-from .output import exit_code_of_drift, exit_code_of_plan, print_summary, say, show_drift, show_plan
+from .output import (
+    exit_code_of_drift,
+    exit_code_of_plan,
+    print_summary,
+    safe_fields,
+    say,
+    show_drift,
+    show_plan,
+)
 
 
 def run(args: argparse.Namespace, manifests: ManifestSet) -> int:
@@ -36,6 +44,9 @@ def run(args: argparse.Namespace, manifests: ManifestSet) -> int:
         on_existing=OnExisting(args.on_existing),
         prune=args.prune,
         keep=tuple(args.keep),
+        max_wait=args.max_wait,
+        deadline=args.deadline,
+        ca_bundle=args.ca_bundle,
     )
     return run_blocking(functools.partial(_run, args, manifests, options))
 
@@ -96,15 +107,16 @@ def _hints(args: argparse.Namespace) -> Hints:
 
 
 async def _confirm(plan: Plan, *, yes: bool) -> bool:
-    say(f"--prune will delete {len(plan.deletions)} secret(s):")
-    for step in plan.deletions:
-        target = step.target
-        say(f"  - {target.account}  {target.key_name} ({target.secret_id})")
+    deletions = plan.to_delete
+    say(f"--prune will delete {len(deletions)} secret(s):")
+    for step in deletions:
+        key_name, secret_id, _ = safe_fields(step.target)
+        say(f"  - {step.target.account}  {key_name} ({secret_id})")
     if yes:
         return True
     if not sys.stdin.isatty():
         raise UsageError("pass --yes to confirm the deletions: there is no terminal to ask on")
-    sys.stderr.write(f"Delete these {len(plan.deletions)} secret(s)? [y/N] ")
+    sys.stderr.write(f"Delete these {len(deletions)} secret(s)? [y/N] ")
     sys.stderr.flush()
     answer = await anyio.to_thread.run_sync(sys.stdin.readline)
     return answer.strip().lower() in ("y", "yes")

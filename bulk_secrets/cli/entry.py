@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import BulkSecretsError, ManifestError, UsageError
-from ..manifest import FORMATS, ManifestSet, load_manifests, read_accounts_file
+from ..manifest import FORMATS, MAX_VALUE_BYTES, ManifestSet, load_manifests, read_accounts_file
 from ..naming import account_id_problem
 from ..options import (
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RPS,
+    DEFAULT_MAX_WAIT,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
     OnExisting,
@@ -26,6 +27,7 @@ from ..options import (
 from ..sandbox import SANDBOX_ACCOUNT
 from . import api_commands, emulator_command
 from .output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, with_hint
+from .units import parse_duration, parse_size
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,6 +92,14 @@ def _manifest_arguments(parser: argparse.ArgumentParser) -> None:
         help="YAML, JSON, CSV or dotenv manifest (by suffix); - reads stdin (with --format)",
     )
     parser.add_argument("--format", choices=FORMATS, help="manifest format (default: by suffix)")
+    parser.add_argument(
+        "--max-value-size",
+        type=parse_size,
+        default=MAX_VALUE_BYTES,
+        metavar="SIZE",
+        help="the largest value, in UTF-8 bytes (512K, 1M; default: 1M); a larger one is a "
+        "manifest error",
+    )
     targets = parser.add_mutually_exclusive_group()
     targets.add_argument(
         "--account",
@@ -118,8 +128,30 @@ def _api_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-rps",
         type=float,
         default=DEFAULT_MAX_RPS,
-        help="requests per second per account at most, lowered on 429 (0: no cap; "
-        "default: %(default)g, Fireworks' documented 6,000 a minute)",
+        help="requests per second per account at most, lowered on 429 (0: no cap; default: "
+        "%(default)g, half of the 6,000 a minute Fireworks documents per account, which the "
+        "account's own inference traffic shares)",
+    )
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=DEFAULT_MAX_WAIT,
+        metavar="SECONDS",
+        help="the longest Retry-After waited; a longer one stops that account "
+        "(default: %(default)g)",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=parse_duration,
+        metavar="DURATION",
+        help="the longest the whole run may take, as 90s, 15m or 1h30m: then requests in "
+        "flight are cancelled and the rest reported not attempted (default: none)",
+    )
+    parser.add_argument(
+        "--ca-bundle",
+        metavar="FILE",
+        help="CA certificates to trust (default: $SSL_CERT_FILE, else $REQUESTS_CA_BUNDLE, "
+        "else the system's); TLS is always verified",
     )
     parser.add_argument(
         "--retries",
@@ -218,7 +250,11 @@ def _load(args: argparse.Namespace) -> ManifestSet:
     from_env = os.environ.get("FIREWORKS_ACCOUNT_ID")
     default = [SANDBOX_ACCOUNT] if args.sandbox else [from_env] if from_env else []
     manifests = load_manifests(
-        args.manifests, format=args.format, accounts=accounts, default_accounts=default
+        args.manifests,
+        format=args.format,
+        accounts=accounts,
+        default_accounts=default,
+        max_value_bytes=args.max_value_size,
     )
     for manifest in manifests:
         for warning in manifest.warnings:

@@ -4,6 +4,7 @@ drift and summaries as text or JSON."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 from typing import Any
@@ -19,18 +20,39 @@ EXIT_USAGE = 2
 EXIT_ABORTED = 3
 EXIT_INTERRUPTED = 130
 
+ACCOUNTS_NAMED = 20  # accounts named on stderr with why they stopped, at most
 _MARKS = {"create": "+", "update": "~", "delete": "-", "skip": "=", "fail": "!", "unreachable": "?"}
 # The library says what happened; the CLI adds the flag that helps.
 _HINTS = {
     "no target account": "pass --account or --accounts-file, or set FIREWORKS_ACCOUNT_ID",
     "no API key": "or use --sandbox to try it out",
     "name its format": "pass --format",
+    "over the limit of": "raise --max-value-size for larger values",
     "got no answer within": "raise --timeout if the server is slow, not gone",
 }
 
 
+# What must not reach a terminal raw from a server or a manifest: C0 controls (ESC starts the
+# ANSI sequences), DEL, C1, and the bidirectional overrides that reorder what is shown.
+_UNSAFE = "\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+_UNSAFE_IN_TEXT = re.compile(f"[{_UNSAFE}]")
+_UNSAFE_IN_FIELD = re.compile(f"[{_UNSAFE}\t\n]")
+
+
+def printable(text: str, *, field: bool = False) -> str:
+    """``text`` with every control character written as an escape (``\x1b``); a ``field``
+    (one name, id or reason) keeps no newline or tab either, so it cannot fake a line."""
+    pattern = _UNSAFE_IN_FIELD if field else _UNSAFE_IN_TEXT
+    return pattern.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def say(text: str) -> None:
-    print(f"bulk-secrets: {text}", file=sys.stderr, flush=True)
+    print(f"bulk-secrets: {printable(text)}", file=sys.stderr, flush=True)
 
 
 def with_hint(message: str) -> str:
@@ -43,9 +65,16 @@ def _hints(message: str) -> list[str]:
 
 
 def print_summary(summary: Summary, *, as_json: bool) -> int:
-    """The first failures and the summary on stderr (and as JSON on stdout); the exit code."""
+    """The accounts that stopped (each once, with why), the first failures and the summary on
+    stderr (and as JSON on stdout); the exit code."""
+    stopped = list(summary.stopped_accounts.items())
+    for account, why in stopped[:ACCOUNTS_NAMED]:
+        say(f"account {account}: {printable(why, field=True)}")
+    if len(stopped) > ACCOUNTS_NAMED:
+        say(f"... and {len(stopped) - ACCOUNTS_NAMED} more accounts stopped: see --report")
     for failure in summary.first_failures:
-        say(f"failed: {failure.account} {failure.key_name} ({failure.location}): {failure.error}")
+        error = printable(failure.error or "", field=True)
+        say(f"failed: {failure.account} {failure.key_name} ({failure.location}): {error}")
     failed = summary.count(Status.FAILED)
     if failed > len(summary.first_failures):
         say(f"... and {failed - len(summary.first_failures)} more failed: see --report")
@@ -111,12 +140,9 @@ def _print_plan(steps: list[Step], counts: Counter[str]) -> None:
         print(f"{account}: {counts_line(tally)}")
         for step in account_steps:
             kind = category(step)
-            target = step.target
-            reason = f"  ({step.reason})" if step.reason else ""
-            print(
-                f"  {_MARKS[kind]} {kind:<6} {target.key_name:<32} {target.secret_id:<34}"
-                f" {target.location}{reason}"
-            )
+            key_name, secret_id, location = safe_fields(step.target)
+            reason = f"  ({printable(step.reason, field=True)})" if step.reason else ""
+            print(f"  {_MARKS[kind]} {kind:<6} {key_name:<32} {secret_id:<34} {location}{reason}")
 
 
 def exit_code_of_plan(planned: PlannedSteps, counts: Counter[str]) -> int:
@@ -164,15 +190,27 @@ def _drift_record(found: Drift) -> dict[str, Any]:
     }
 
 
+def safe_fields(target: Target) -> tuple[str, str, str]:
+    """A target's keyName, secret id and location, safe to print: any may come from a server."""
+    return (
+        printable(target.key_name, field=True),
+        printable(target.secret_id, field=True),
+        printable(target.location, field=True),
+    )
+
+
 def _print_drift(found: Drift) -> None:
     for t in found.missing:
-        print(f"missing     {t.account}  {t.key_name} ({t.secret_id})  {t.location}")
+        key_name, secret_id, location = safe_fields(t)
+        print(f"missing     {t.account}  {key_name} ({secret_id})  {location}")
     for t, actual in found.renamed:
+        key_name, secret_id, location = safe_fields(t)
         print(
-            f"renamed     {t.account}  {t.secret_id}: keyName is {actual}, "
-            f"the manifest says {t.key_name}  {t.location}"
+            f"renamed     {t.account}  {secret_id}: keyName is {printable(actual, field=True)}, "
+            f"the manifest says {key_name}  {location}"
         )
     for t in found.unexpected:
-        print(f"unexpected  {t.account}  {t.key_name} ({t.secret_id})")
+        key_name, secret_id, _ = safe_fields(t)
+        print(f"unexpected  {t.account}  {key_name} ({secret_id})")
     for account, why in found.unreachable.items():
-        print(f"unreachable {account}: {why}")
+        print(f"unreachable {account}: {printable(why, field=True)}")

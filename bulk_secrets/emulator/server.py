@@ -25,10 +25,11 @@ connections and requests in flight. Two loopback-only debug routes need no key a
 faults: ``GET /_emulator/stats`` and ``GET /_emulator/accounts/{a}/secrets`` (with values).
 """
 
-import asyncio  # only for the type aiohttp hands to connection_made
+import asyncio  # only for the types aiohttp hands to connection_made and request_factory
 import contextlib
 import ipaddress
 import re
+import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ from typing import Any
 
 import anyio
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from ..clock import SYSTEM_CLOCK, Clock
@@ -70,6 +74,7 @@ __all__ = [
     "serve",
 ]
 
+MAX_BODY = 8 << 20  # bytes of a request body: a value of 1 MiB, however it is escaped
 SHUTDOWN_TIMEOUT = 0.5  # seconds close() waits for handlers still running, then cancels them
 
 _COLLECTION_PATH = re.compile(r"/v1/accounts/([^/]+)/secrets")
@@ -125,8 +130,21 @@ class _CountingServer(web.Server):
     def __init__(
         self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], stats: Stats
     ) -> None:
-        super().__init__(handler, access_log=None)
+        super().__init__(handler, access_log=None, request_factory=self._request)
         self._stats = stats
+
+    def _request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        """A request whose body may hold the largest value a client sends, JSON-escaped."""
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, self._loop, client_max_size=MAX_BODY
+        )
 
     # aiohttp's signature: the transport is an asyncio one whatever runs the loop.
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
@@ -153,7 +171,10 @@ class Emulator:
         self._store: Store = {}  # account -> id -> (key, value)
         self._runner: web.ServerRunner | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, tls: ssl.SSLContext | None = None
+    ) -> str:
+        """Listen on ``host:port`` (0: a free port), over TLS when given a server context."""
         if self._runner is not None:
             raise RuntimeError("emulator already started")
         runner = web.ServerRunner(
@@ -161,14 +182,15 @@ class Emulator:
         )
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port, ssl_context=tls).start()
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
         bound_host, bound_port = runner.addresses[0][:2]
         url_host = f"[{bound_host}]" if ":" in bound_host else bound_host  # IPv6 in brackets
-        self.base_url = f"http://{url_host}:{bound_port}"
+        scheme = "http" if tls is None else "https"
+        self.base_url = f"{scheme}://{url_host}:{bound_port}"
         return self.base_url
 
     async def close(self) -> None:
@@ -327,10 +349,11 @@ async def running_emulator(
     host: str = "127.0.0.1",
     port: int = 0,
     clock: Clock = SYSTEM_CLOCK,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Emulator]:
     """A started :class:`Emulator`, closed on the way out."""
     emulator = Emulator(config, clock=clock)
-    await emulator.start(host, port)
+    await emulator.start(host, port, tls=tls)
     try:
         yield emulator
     finally:
