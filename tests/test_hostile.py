@@ -19,6 +19,7 @@ from bulk_secrets import (
     Status,
     apply_secrets,
     plan_secrets,
+    planner,
     verify_secrets,
 )
 from bulk_secrets.client import proxy_for
@@ -303,6 +304,22 @@ async def test_a_repeated_page_token_ends_the_listing() -> None:
     assert len(server.seen) == 2  # the first page, and the one that repeated its token
     assert {step.outcome for step in planned.steps} == {Status.NOT_ATTEMPTED}
     assert all("page token" in (step.reason or "") for step in planned.steps)
+
+
+async def test_a_listing_that_never_ends_is_cut_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(planner, "MAX_PAGES", 5)
+    pages = iter(range(1_000_000))
+
+    async def answer(request: web.BaseRequest) -> web.StreamResponse:
+        return listing((f"accounts/{ACCOUNT}/secrets/a", "A"), token=f"page-{next(pages)}")
+
+    async with hostile_server(answer) as server:
+        summary = await apply_secrets(
+            specs(2), credentials=credentials(), options=options(server.base_url)
+        )
+    assert len(server.seen) == 5
+    assert "the listing went past" in summary.stopped_accounts[ACCOUNT]
+    assert summary.count(Status.NOT_ATTEMPTED) == 2
 
 
 @pytest.mark.parametrize(
