@@ -65,6 +65,7 @@ class Plan:
     deletions: list[Step] = field(default_factory=list)
     done: frozenset[tuple[str, str]] | None = None  # what an earlier run did
     state: State | None = None
+    done_unheld: int = 0  # secrets the earlier run did that the source does not hold
 
     def steps(self, specs: Iterable[SecretSpec]) -> Iterator[Step]:
         """One step per spec, in order, then the deletions."""
@@ -222,6 +223,7 @@ class Drift:
     unexpected: list[Target] = field(default_factory=list)  # there, not named
     unreachable: dict[str, str] = field(default_factory=dict)  # account -> why
     aborted: str | None = None  # the API key was rejected: nothing could be compared
+    stopped: str | None = None  # the run stopped while listing (the deadline, a signal)
 
     @property
     def clean(self) -> bool:
@@ -233,7 +235,7 @@ def drift(plan: Plan, targets: Callable[[], Iterable[Target]]) -> Drift:
 
     ``targets`` is called twice: once to find what is missing, once what is unexpected.
     """
-    found = Drift(unexpected=plan.unnamed(targets()), aborted=plan.aborted)
+    found = Drift(unexpected=plan.unnamed(targets()), aborted=plan.aborted, stopped=plan.stopped)
     for account, listing in plan.listings.items():
         if listing.problem:
             found.unreachable[account] = listing.problem

@@ -142,6 +142,7 @@ async def apply_secrets(
     on_planned: Callable[[Plan], None] | None = None,
     hints: Hints | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    stop_when: Callable[[], Awaitable[str]] | None = None,
 ) -> Summary:
     """List, plan, confirm and apply: the library's one call for a whole run.
 
@@ -155,6 +156,9 @@ async def apply_secrets(
     - ``hints``: the caller's words added to the reasons it gave rise to (see
       :mod:`bulk_secrets.policy`).
     - ``clock``: what paces and waits (tests pass a virtual one).
+    - ``stop_when``: awaited beside the run; when it returns a reason (say, a signal came),
+      the run stops as at its deadline: what is in flight is cancelled and reported failed,
+      the rest not attempted, with that reason, and the summary says it in ``stopped``.
 
     Every secret ends as one result, in the summary's counts and in the report.
     """
@@ -170,18 +174,22 @@ async def apply_secrets(
         done=None if only_failed is None else read_done(Path(only_failed)).keys,
         hints=hints,
         clock=clock,
+        stop_when=stop_when,
     )
     with open_report(report_path) as sink:
         async with run:
             try:
                 plan = await run.plan()
-                asked = plan.to_delete and not plan.stopped
-                if asked and confirm is not None and not await confirm(plan):
-                    raise UsageError(DECLINED)
+                confirmed = await run.confirm(plan, confirm)
             except BaseException as exc:
                 reason = INTERRUPTED if isinstance(exc, anyio.get_cancelled_exc_class()) else exc
                 run.abandon(sink, f"stopped before any write: {reason}")
                 raise
+            if not confirmed:
+                if run.stopped:
+                    return run.abandon(sink, f"stopped before any write: {run.stopped}")
+                run.abandon(sink, f"stopped before any write: {DECLINED}")
+                raise UsageError(DECLINED)
             if on_planned is not None:
                 on_planned(plan)
             return await run.execute(plan, sink)
@@ -194,6 +202,7 @@ class PlannedSteps:
 
     steps: list[Step]
     aborted: str | None
+    stopped: str | None = None
 
 
 async def plan_secrets(
@@ -205,6 +214,7 @@ async def plan_secrets(
     only_failed: PathLike | None = None,
     hints: Hints | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    stop_when: Callable[[], Awaitable[str]] | None = None,
 ) -> PlannedSteps:
     """List every account and decide what :func:`apply_secrets` would do; write nothing."""
     run = _Run(
@@ -215,12 +225,13 @@ async def plan_secrets(
         done=None if only_failed is None else read_done(Path(only_failed)).keys,
         hints=hints,
         clock=clock,
+        stop_when=stop_when,
     )
     async with run:
         plan = await run.plan()
     planned = (_without_value(step) for step in plan.steps(run.source.specs()))
     steps = [*run.excluded_steps(), *planned]
-    return PlannedSteps(steps, plan.aborted)
+    return PlannedSteps(steps, plan.aborted, plan.stopped)
 
 
 async def verify_secrets(
@@ -229,11 +240,16 @@ async def verify_secrets(
     credentials: Credentials,
     options: ApplyOptions | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    stop_when: Callable[[], Awaitable[str]] | None = None,
 ) -> Drift:
     """List every account and compare what it holds with the source, by name (values cannot
     be read back)."""
     run = _Run(
-        _source(source), credentials=credentials, options=options or ApplyOptions(), clock=clock
+        _source(source),
+        credentials=credentials,
+        options=options or ApplyOptions(),
+        clock=clock,
+        stop_when=stop_when,
     )
     async with run:
         plan = await run.plan()
@@ -309,6 +325,7 @@ class _Run:
         done: frozenset[tuple[str, str]] | None = None,
         hints: Hints | None = None,
         clock: Clock,
+        stop_when: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self.source = source
         self._options = options
@@ -327,6 +344,7 @@ class _Run:
         )
         self._stops = Stops(source.accounts(), key_of=credentials.for_account)
         self._ends_at: float | None = None  # the deadline, on anyio's clock
+        self._stop_when = stop_when
         self._policy = Policy(options.on_existing, hints)
         self._summary = Summary(started=source.started)
 
@@ -347,7 +365,7 @@ class _Run:
     async def plan(self) -> Plan:
         """List every target account and decide what to do; nothing is written."""
         plan = Plan(self._options, self._policy, {}, done=self._done, state=self._state)
-        async with self._bounded():
+        async with self.bounded():
             await list_accounts(
                 self._client,
                 self.source.accounts(),
@@ -358,8 +376,21 @@ class _Run:
             )
         plan.aborted, plan.stopped = self._stops.aborted, self._stops.stopped
         plan.plan_deletions(self.source.targets())
+        if self._done:
+            held = sum((t.account, t.secret_id) in self._done for t in self.source.targets())
+            plan.done_unheld = len(self._done) - held
         self.source.verify_unchanged()
         return plan
+
+    async def confirm(self, plan: Plan, confirm: Callable[[Plan], Awaitable[bool]] | None) -> bool:
+        """Whether the plan may be carried out: ``confirm`` is asked when it deletes; a run
+        that must stop meanwhile is not confirmed."""
+        if not plan.to_delete or plan.stopped or confirm is None:
+            return not self.stopped
+        answer = False
+        async with self.bounded():
+            answer = await confirm(plan)
+        return answer and not self.stopped
 
     def abandon(self, sink: ReportSink, reason: str) -> Summary:
         """Report every secret as not attempted, for a run stopped before it wrote anything."""
@@ -390,7 +421,7 @@ class _Run:
             state=self._state,
         )
         try:
-            async with self._bounded():
+            async with self.bounded():
                 await runner.execute(self._steps(plan))
         finally:
             if self._state is not None:
@@ -402,25 +433,49 @@ class _Run:
         return self._summary
 
     @asynccontextmanager
-    async def _bounded(self) -> AsyncIterator[None]:
-        """The block, cancelled when the run's deadline passes, after ``stops`` is told, so
-        that what was in flight and what was left say why."""
-        ends_at = self._ends_at
-        if ends_at is None:
+    async def bounded(self) -> AsyncIterator[None]:
+        """The block, cancelled when the run must stop (its deadline passed, or ``stop_when``
+        returned a reason), after ``stops`` is told why, so that what was in flight and what
+        was left say so. Once stopped, a block is not entered at all."""
+        if self._stops.stopped:
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                yield
+            return
+        waits: list[Callable[[], Awaitable[str]]] = []
+        if self._ends_at is not None:
+            waits.append(self._deadline)
+        if self._stop_when is not None:
+            waits.append(self._stop_when)
+        if not waits:
             yield
             return
+        failure: Exception | None = None
         async with anyio.create_task_group() as group:
 
-            async def watch() -> None:
-                await anyio.sleep_until(ends_at)
-                self._stops.stop(f"{DEADLINE} ({self._options.deadline:g}s)")
+            async def watch(until: Callable[[], Awaitable[str]]) -> None:
+                self._stops.stop(await until())
                 group.cancel_scope.cancel()
 
-            group.start_soon(watch)
+            for wait in waits:
+                group.start_soon(watch, wait)
             try:
                 yield
+            except Exception as exc:  # raised as it is, not in the task group's ExceptionGroup
+                failure = exc
             finally:
                 group.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+
+    async def _deadline(self) -> str:
+        assert self._ends_at is not None
+        await anyio.sleep_until(self._ends_at)
+        return f"{DEADLINE} ({self._options.deadline:g}s)"
+
+    @property
+    def stopped(self) -> str | None:
+        return self._stops.stopped
 
     def _steps(self, plan: Plan) -> Iterator[Step]:
         """The plan's steps; when the source fails mid-run (a manifest or a value file that

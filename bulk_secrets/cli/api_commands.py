@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import os
+import shlex
+import signal
 import sys
+import threading
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
 import anyio
+import anyio.abc
 
 from ..errors import UsageError
 from ..manifest import ManifestSet
@@ -24,6 +30,7 @@ from ..provision import (
 )
 from ..sandbox import sandbox
 from .output import (
+    EXIT_OK,
     exit_code_of_drift,
     exit_code_of_plan,
     print_summary,
@@ -32,6 +39,8 @@ from .output import (
     show_drift,
     show_plan,
 )
+
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def run(args: argparse.Namespace, manifests: ManifestSet) -> int:
@@ -52,6 +61,57 @@ def run(args: argparse.Namespace, manifests: ManifestSet) -> int:
 
 
 async def _run(args: argparse.Namespace, manifests: ManifestSet, options: ApplyOptions) -> int:
+    """The command, stopped as its deadline would stop it by SIGINT, SIGTERM or SIGHUP, so that
+    it still finishes its report; then exit 128 + the signal's number."""
+    signals = _Signals()
+    failure: Exception | None = None
+    code = EXIT_OK
+    async with anyio.create_task_group() as group:
+        await group.start(signals.listen)
+        try:
+            code = await _command(args, manifests, options, signals.wait)
+        except Exception as exc:  # raised as it is, not in the task group's ExceptionGroup
+            failure = exc
+        finally:
+            group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return code if signals.first is None else 128 + signals.first
+
+
+class _Signals:
+    """The first signal stops the run; a later one is noted, and the wind-down goes on."""
+
+    def __init__(self) -> None:
+        self.first: signal.Signals | None = None
+        self._came = anyio.Event()
+
+    async def listen(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            task_status.started()  # signals reach the main thread only: the caller's to handle
+            return
+        with anyio.open_signal_receiver(*STOPPING) as received:
+            task_status.started()
+            async for signum in received:
+                if self.first is None:
+                    self.first = signum
+                    self._came.set()
+                    say(f"{signum.name}: stopping; the report is being finished")
+                else:
+                    say(f"{signum.name}: already stopping; the report is being finished")
+
+    async def wait(self) -> str:
+        await self._came.wait()
+        assert self.first is not None
+        return f"interrupted by {self.first.name}"
+
+
+async def _command(
+    args: argparse.Namespace,
+    manifests: ManifestSet,
+    options: ApplyOptions,
+    stop_when: Callable[[], Awaitable[str]],
+) -> int:
     as_json = args.output == "json"
     async with AsyncExitStack() as stack:
         if args.sandbox:
@@ -65,7 +125,9 @@ async def _run(args: argparse.Namespace, manifests: ManifestSet, options: ApplyO
             credentials = credentials_for(manifests)
         say(f"listing {len(manifests.accounts())} account(s) at {options.base_url}")
         if args.command == "verify":
-            found = await verify_secrets(manifests, credentials=credentials, options=options)
+            found = await verify_secrets(
+                manifests, credentials=credentials, options=options, stop_when=stop_when
+            )
             show_drift(found, as_json=as_json)
             return exit_code_of_drift(found)
         hints = _hints(args)
@@ -77,10 +139,16 @@ async def _run(args: argparse.Namespace, manifests: ManifestSet, options: ApplyO
                 state=args.state,
                 only_failed=args.only_failed,
                 hints=hints,
+                stop_when=stop_when,
             )
             return exit_code_of_plan(planned, show_plan(planned.steps, as_json=as_json))
 
         def applying(plan: Plan) -> None:
+            if plan.done_unheld:
+                say(
+                    f"{plan.done_unheld} secret(s) that {args.only_failed} shows done are not in "
+                    "these manifests: is it the report of other manifests?"
+                )
             say(f"applying {manifests.count} secrets at {options.base_url}")
 
         summary = await apply_secrets(
@@ -93,8 +161,30 @@ async def _run(args: argparse.Namespace, manifests: ManifestSet, options: ApplyO
             confirm=functools.partial(_confirm, yes=args.yes),
             on_planned=applying,
             hints=hints,
+            stop_when=stop_when,
         )
-    return print_summary(summary, as_json=as_json)
+    code = print_summary(summary, as_json=as_json)
+    if code != EXIT_OK:
+        say(_again(args))
+    return code
+
+
+def _again(args: argparse.Namespace) -> str:
+    """How to run again only what is left: the same command, with ``--only-failed REPORT``."""
+    if args.report is None:
+        return "to run again only what is left next time, give the run a --report"
+    argv: list[str] = []
+    skip = False
+    for arg in args.argv:
+        if skip:
+            skip = False
+        elif arg == "--only-failed":
+            skip = True
+        elif not arg.startswith("--only-failed="):
+            argv.append(arg)
+    return "to run again only what is left: " + shlex.join(
+        ["bulk-secrets", *argv, "--only-failed", str(args.report)]
+    )
 
 
 def _hints(args: argparse.Namespace) -> Hints:
@@ -118,5 +208,7 @@ async def _confirm(plan: Plan, *, yes: bool) -> bool:
         raise UsageError("pass --yes to confirm the deletions: there is no terminal to ask on")
     sys.stderr.write(f"Delete these {len(deletions)} secret(s)? [y/N] ")
     sys.stderr.flush()
-    answer = await anyio.to_thread.run_sync(sys.stdin.readline)
+    # Waiting for the line without a thread, so that a signal ends the wait at once.
+    await anyio.wait_readable(sys.stdin.fileno())
+    answer = os.read(sys.stdin.fileno(), 4096).decode("utf-8", "replace")
     return answer.strip().lower() in ("y", "yes")

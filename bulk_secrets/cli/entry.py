@@ -208,10 +208,12 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help, or a usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    args.argv = argv  # to say how to run it again
     try:
         if args.command == "emulator":
             return emulator_command.run(args, say)
