@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import dataclasses
 import functools
 import os
@@ -14,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
 import anyio
-import anyio.abc
 
 from ..errors import UsageError
 from ..manifest import ManifestSet
@@ -57,50 +58,63 @@ def run(args: argparse.Namespace, manifests: ManifestSet) -> int:
         deadline=args.deadline,
         ca_bundle=args.ca_bundle,
     )
-    return run_blocking(functools.partial(_run, args, manifests, options))
-
-
-async def _run(args: argparse.Namespace, manifests: ManifestSet, options: ApplyOptions) -> int:
-    """The command, stopped as its deadline would stop it by SIGINT, SIGTERM or SIGHUP, so that
-    it still finishes its report; then exit 128 + the signal's number."""
     signals = _Signals()
-    failure: Exception | None = None
-    code = EXIT_OK
-    async with anyio.create_task_group() as group:
-        await group.start(signals.listen)
-        try:
-            code = await _command(args, manifests, options, signals.wait)
-        except Exception as exc:  # raised as it is, not in the task group's ExceptionGroup
-            failure = exc
-        finally:
-            group.cancel_scope.cancel()
-    if failure is not None:
-        raise failure
+    signals.install()
+    return run_blocking(functools.partial(_run, args, manifests, options, signals))
+
+
+async def _run(
+    args: argparse.Namespace, manifests: ManifestSet, options: ApplyOptions, signals: _Signals
+) -> int:
+    """The command, stopped by SIGINT, SIGTERM or SIGHUP as its deadline would stop it, so
+    that it still finishes its report; then exit 128 + the signal's number."""
+    signals.attach(asyncio.get_running_loop())
+    code = await _command(args, manifests, options, signals.wait)
     return code if signals.first is None else 128 + signals.first
 
 
 class _Signals:
-    """The first signal stops the run; a later one is noted, and the wind-down goes on."""
+    """The first of SIGINT, SIGTERM and SIGHUP stops the run; a later one is noted, and the
+    wind-down goes on. The handlers are Python's own, kept until the process ends (an event
+    loop's would be taken down with it, and a late signal would then cut the ending short);
+    they hand each signal to the loop with ``call_soon_threadsafe``, the one call a signal
+    handler may make into asyncio."""
 
     def __init__(self) -> None:
         self.first: signal.Signals | None = None
-        self._came = anyio.Event()
+        self._came: anyio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def listen(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            task_status.started()  # signals reach the main thread only: the caller's to handle
-            return
-        with anyio.open_signal_receiver(*STOPPING) as received:
-            task_status.started()
-            async for signum in received:
-                if self.first is None:
-                    self.first = signum
-                    self._came.set()
-                    say(f"{signum.name}: stopping; the report is being finished")
-                else:
-                    say(f"{signum.name}: already stopping; the report is being finished")
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # where signals are handled
+            for signum in STOPPING:
+                signal.signal(signum, self._note)
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Hand signals to ``loop`` from now on (called in it)."""
+        self._came = anyio.Event()
+        self._loop = loop
+        if self.first is not None:  # it came before the loop ran
+            self._noted(self.first, first=True)
+
+    def _note(self, signum: int, frame: object) -> None:
+        first = self.first is None
+        if first:
+            self.first = signal.Signals(signum)
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the run has ended
+                self._loop.call_soon_threadsafe(self._noted, signal.Signals(signum), first)
+
+    def _noted(self, signum: signal.Signals, first: bool) -> None:
+        if first:
+            say(f"{signum.name}: stopping; the report is being finished")
+            assert self._came is not None
+            self._came.set()
+        else:
+            say(f"{signum.name}: already stopping; the report is being finished")
 
     async def wait(self) -> str:
+        assert self._came is not None
         await self._came.wait()
         assert self.first is not None
         return f"interrupted by {self.first.name}"
