@@ -535,4 +535,5 @@ class _Run:
             sink.finish(summary)
         except ReportWriteFailed as exc:  # the run's results stand; its report does not
             summary.stopped = summary.stopped or str(exc)
+            summary.report_complete = False
         return summary

@@ -67,6 +67,7 @@ class Summary:
     aborted: str | None = None  # a global fault stopped the run: the API key was rejected
     stopped: str | None = None  # the run itself failed (a manifest changed, a bug)
     stopped_accounts: dict[str, str] = field(default_factory=dict)  # account -> why it stopped
+    report_complete: bool = True  # False: the report could not be written whole
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     first_failures: list[Result] = field(default_factory=list)  # at most FAILURES_KEPT

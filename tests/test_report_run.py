@@ -42,6 +42,7 @@ async def test_a_report_that_fills_the_disk_stops_the_run_with_the_reason(
         )
         written = server.stats.writes
     assert summary.stopped == f"report {report}: cannot write it: {NO_SPACE}; it is not complete"
+    assert not summary.report_complete
     assert summary.total == 1000
     assert summary.count(Status.SUCCEEDED) == written < 1000
     assert summary.count(Status.NOT_ATTEMPTED) == 1000 - written

@@ -178,7 +178,12 @@ async def _command(
             stop_when=stop_when,
         )
     code = print_summary(summary, as_json=as_json)
-    if code != EXIT_OK:
+    if not summary.report_complete:
+        say(
+            f"the report {args.report} could not be written whole: make room, then run the "
+            "same command again"
+        )
+    elif code != EXIT_OK:
         say(_again(args))
     return code
 
