@@ -170,8 +170,8 @@ async def apply_secrets(
         _source(source),
         credentials=credentials,
         options=options or ApplyOptions(),
-        state=None if state is None else State(Path(state), credentials),
-        done=None if only_failed is None else read_done(Path(only_failed)).keys,
+        state=state,
+        only_failed=only_failed,
         hints=hints,
         clock=clock,
         stop_when=stop_when,
@@ -221,8 +221,8 @@ async def plan_secrets(
         _source(source),
         credentials=credentials,
         options=options or ApplyOptions(),
-        state=None if state is None else State(Path(state), credentials),
-        done=None if only_failed is None else read_done(Path(only_failed)).keys,
+        state=state,
+        only_failed=only_failed,
         hints=hints,
         clock=clock,
         stop_when=stop_when,
@@ -321,16 +321,16 @@ class _Run:
         *,
         credentials: Credentials,
         options: ApplyOptions,
-        state: State | None = None,
-        done: frozenset[tuple[str, str]] | None = None,
+        state: PathLike | None = None,
+        only_failed: PathLike | None = None,
         hints: Hints | None = None,
         clock: Clock,
         stop_when: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self.source = source
         self._options = options
-        self._state = state
-        self._done = done
+        self._state = None if state is None else State(Path(state), credentials)
+        self._done = None if only_failed is None else read_done(Path(only_failed)).keys
         self._client = SecretsClient(
             options.base_url,
             credentials,
