@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from unittest import mock
 
 import anyio
 from anyio.abc import Process
 
+from bulk_secrets.cli import main
 from bulk_secrets.models import Credentials, SecretSpec, SecretValue
 from bulk_secrets.naming import secret_id_for
 from bulk_secrets.options import ApplyOptions, RetryOptions
@@ -92,6 +96,30 @@ async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, s
         cwd=ROOT,
     )
     return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def run_main(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """The real CLI's ``main``, in this process (a worker thread, as a script's own call would
+    run it), with ``env`` as the whole environment, from the project's root: the exit code,
+    stdout and stderr. For what needs no process of its own (signals, exit, stdin do);
+    it spares each call the start of a Python process."""
+    return await anyio.to_thread.run_sync(_main_here, list(args), cli_env() if env is None else env)
+
+
+def _main_here(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        with (
+            mock.patch.dict(os.environ, env, clear=True),
+            redirect_stdout(out),
+            redirect_stderr(err),
+        ):
+            code = main(argv)
+    finally:
+        os.chdir(cwd)
+    return code, out.getvalue(), err.getvalue()
 
 
 async def read_until(process: Process, marker: str) -> str:

@@ -21,6 +21,7 @@ from .helpers import (
     key_for,
     read_until,
     run_cli,
+    run_main,
     value_for,
     write_yaml_manifest,
 )
@@ -65,12 +66,12 @@ async def test_exit_0_when_all_succeed_and_1_when_one_fails(tmp_path: Path) -> N
     manifest = write_yaml_manifest(tmp_path / "m.yaml", 20)
     async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
         base = ("apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url)
-        code, _, err = await run_cli(*base)
+        code, _, err = await run_main(*base)
         assert code == 0, err
-        code, _, err = await run_cli(*base, "--on-existing", "fail")
+        code, _, err = await run_main(*base, "--on-existing", "fail")
         assert code == 1
         assert "20 failed" in err
-        code, _, err = await run_cli(*base, "--on-existing", "skip")
+        code, _, err = await run_main(*base, "--on-existing", "skip")
         assert code == 0, err
         assert "20 skipped" in err
 
@@ -79,7 +80,7 @@ async def test_bad_key_exits_3(tmp_path: Path) -> None:
     manifest = write_yaml_manifest(tmp_path / "m.yaml", 50)
     report = tmp_path / "r.json"
     async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
-        code, _, err = await run_cli(
+        code, _, err = await run_main(
             "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url,
             "--concurrency", "2", "--report", str(report), env=cli_env("wrong-key"),
         )  # fmt: skip
@@ -97,7 +98,7 @@ async def test_broken_manifest_exits_2_and_sends_nothing(tmp_path: Path) -> None
         "  - keyName: ALSO_GOOD\n    value: 0123\n  - keyName: LAST\n    valeu: x\n"
     )
     async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
-        code, _, err = await run_cli(
+        code, _, err = await run_main(
             "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url
         )
         assert server.stats.count() == 0
@@ -122,7 +123,7 @@ async def test_broken_manifest_exits_2_and_sends_nothing(tmp_path: Path) -> None
 async def test_usage_errors_exit_2(
     args: tuple[str, ...], env: dict[str, str], message: str
 ) -> None:
-    code, _, err = await run_cli("apply", "manifests/example.yaml", *args, env=env)
+    code, _, err = await run_main("apply", "manifests/example.yaml", *args, env=env)
     assert code == 2
     assert message in err
 
@@ -215,7 +216,7 @@ async def test_validate_lists_targets_without_values_and_sends_nothing(tmp_path:
     manifest = write_yaml_manifest(tmp_path / "m.yaml", 3)
     accounts = tmp_path / "accounts.txt"
     accounts.write_text("# teams\nteam-a\n\nteam-b  # the second\n")
-    code, out, err = await run_cli("validate", str(manifest), "--accounts-file", str(accounts))
+    code, out, err = await run_main("validate", str(manifest), "--accounts-file", str(accounts))
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["ACCOUNT", "KEY", "NAME", "SECRET", "ID", "SOURCE", "WHERE"]
@@ -228,7 +229,7 @@ async def test_validate_lists_targets_without_values_and_sends_nothing(tmp_path:
 async def test_bad_accounts_file_exits_2_with_its_line(tmp_path: Path) -> None:
     accounts = tmp_path / "accounts.txt"
     accounts.write_text("team-a\nTeam_B\n")
-    code, _, err = await run_cli(
+    code, _, err = await run_main(
         "validate", "manifests/example.yaml", "--accounts-file", str(accounts)
     )
     assert code == 2
@@ -293,7 +294,7 @@ async def test_failures_are_named_on_stderr_without_values(tmp_path: Path) -> No
     async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
         for i in range(25):
             server.put(ACCOUNT, f"secret-{i:05d}", key_for(i), "old")
-        code, _, err = await run_cli(
+        code, _, err = await run_main(
             "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url,
             "--on-existing", "fail",
         )  # fmt: skip
@@ -313,15 +314,15 @@ async def test_two_api_keys_for_one_account_is_a_usage_error(tmp_path: Path) -> 
         )
     env = {**cli_env(), "KEY_ONE": "1", "KEY_TWO": "2"}
     args = (str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"), "--sandbox")
-    code, _, err = await run_cli("plan", *args, env=env)
+    code, _, err = await run_main("plan", *args, env=env)
     assert code == 0  # the sandbox has its own key
-    code, _, err = await run_cli("plan", *args[:2], "--base-url", "http://127.0.0.1:9", env=env)
+    code, _, err = await run_main("plan", *args[:2], "--base-url", "http://127.0.0.1:9", env=env)
     assert code == 2
     assert "two API keys for account 'team-a': KEY_ONE and KEY_TWO" in err
 
 
 async def test_the_cli_adds_the_flag_that_helps_to_what_the_library_says(tmp_path: Path) -> None:
-    code, _, err = await run_cli("validate", "-")
+    code, _, err = await run_main("validate", "-")
     assert code == 2
     assert "<stdin>: error: unknown manifest format: name its format" in err
     assert "hint: pass --format" in err
@@ -329,7 +330,7 @@ async def test_the_cli_adds_the_flag_that_helps_to_what_the_library_says(tmp_pat
     manifest = write_yaml_manifest(tmp_path / "m.yaml", 2)
     config = EmulatorConfig(keys={API_KEY: None}, faults=Faults(write_latency=0.5))
     async with running_emulator(config) as server:
-        code, _, err = await run_cli(
+        code, _, err = await run_main(
             "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url,
             "--timeout", "0.1", "--retries", "0",
         )  # fmt: skip

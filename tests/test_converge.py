@@ -23,7 +23,7 @@ from .helpers import (
     cli_env,
     key_for,
     read_until,
-    run_cli,
+    run_main,
     value_for,
     write_yaml_manifest,
 )
@@ -61,10 +61,10 @@ async def test_rerun_with_on_existing_skip_writes_nothing(tmp_path: Path) -> Non
     manifest = write_yaml_manifest(tmp_path / "m.yaml", COUNT)
     report = tmp_path / "r.json"
     async with running_emulator(KEYS) as server:
-        code, _, err = await run_cli("apply", str(manifest), *_target(server))
+        code, _, err = await run_main("apply", str(manifest), *_target(server))
         assert code == 0, err
         server.stats.reset()
-        code, _, err = await run_cli(
+        code, _, err = await run_main(
             "apply",
             str(manifest),
             *_target(server, "--on-existing", "skip", "--report", str(report)),
@@ -85,13 +85,13 @@ async def test_state_makes_an_unchanged_rerun_write_nothing(tmp_path: Path) -> N
     report = tmp_path / "r.json"
     async with running_emulator(KEYS) as server:
         args = ("apply", str(manifest), *_target(server, "--state", str(state)))
-        code, _, err = await run_cli(*args)
+        code, _, err = await run_main(*args)
         assert code == 0, err
         assert CANARY not in state.read_text()
         assert oct(state.stat().st_mode & 0o777) == "0o600"
 
         server.stats.reset()
-        code, _, err = await run_cli(*args, "--report", str(report))
+        code, _, err = await run_main(*args, "--report", str(report))
         assert code == 0, err
         assert server.stats.writes == 0
         results = _results(report)
@@ -104,7 +104,7 @@ async def test_state_makes_an_unchanged_rerun_write_nothing(tmp_path: Path) -> N
         manifest.write_text(text.replace(json.dumps(value_for(3)), json.dumps("changed")))
         server.remove(ACCOUNT, "secret-00007")
         server.stats.reset()
-        code, _, err = await run_cli(*args, "--report", str(report))
+        code, _, err = await run_main(*args, "--report", str(report))
         assert code == 0, err
         assert server.stats.count(method="PATCH") == 1
         assert server.stats.count(method="POST") == 1
@@ -118,7 +118,7 @@ async def test_plan_lists_exactly_what_would_change_and_writes_nothing(tmp_path:
     async with running_emulator(KEYS) as server:
         _partly_provisioned(server)
         for command in (("plan",), ("apply", "--dry-run")):
-            code, out, err = await run_cli(
+            code, out, err = await run_main(
                 *command,
                 str(manifest),
                 *_target(server, "--prune", "--keep", "CI_*", "--output", "json"),
@@ -133,7 +133,7 @@ async def test_plan_lists_exactly_what_would_change_and_writes_nothing(tmp_path:
             assert "nothing was written" in err
             assert CANARY not in out + err
         assert server.stats.writes == 0
-        code, out, _ = await run_cli("plan", str(manifest), *_target(server, "--prune"))
+        code, out, _ = await run_main("plan", str(manifest), *_target(server, "--prune"))
         assert code == 0
         assert "+ create" in out and "~ update" in out and "- delete" in out
 
@@ -143,14 +143,14 @@ async def test_prune_leaves_exactly_the_manifest_sparing_keep(tmp_path: Path) ->
     report = tmp_path / "r.json"
     async with running_emulator(KEYS) as server:
         _partly_provisioned(server)
-        code, _, err = await run_cli(
+        code, _, err = await run_main(
             "apply", str(manifest), *_target(server, "--prune", "--keep", "ci-*")
         )
         assert code == 2  # no --yes, and no terminal to ask on
         assert "--yes" in err and "legacy-token" in err
         assert server.stats.writes == 0
 
-        code, _, err = await run_cli(
+        code, _, err = await run_main(
             "apply",
             str(manifest),
             *_target(server, "--prune", "--yes", "--keep", "ci-*", "--report", str(report)),
@@ -168,9 +168,9 @@ async def test_prune_leaves_exactly_the_manifest_sparing_keep(tmp_path: Path) ->
 async def test_verify_reports_drift_by_name(tmp_path: Path) -> None:
     manifest = write_yaml_manifest(tmp_path / "m.yaml", COUNT)
     async with running_emulator(KEYS) as server:
-        code, _, _ = await run_cli("apply", str(manifest), *_target(server))
+        code, _, _ = await run_main("apply", str(manifest), *_target(server))
         assert code == 0
-        code, out, err = await run_cli("verify", str(manifest), *_target(server))
+        code, out, err = await run_main("verify", str(manifest), *_target(server))
         assert (code, out) == (0, "")
         assert "cannot be read back" in err
 
@@ -178,7 +178,7 @@ async def test_verify_reports_drift_by_name(tmp_path: Path) -> None:
         server.remove(ACCOUNT, "secret-00002")  # drift made by someone else
         server.put(ACCOUNT, "secret-00004", "OTHER_NAME", "v")
         server.put(ACCOUNT, "stray", "STRAY", "v")
-        code, out, _ = await run_cli("verify", str(manifest), *_target(server, "--output", "json"))
+        code, out, _ = await run_main("verify", str(manifest), *_target(server, "--output", "json"))
         assert server.stats.writes == 0
     assert code == 1
     drift = json.loads(out)
@@ -220,7 +220,7 @@ async def test_killed_run_leaves_whole_lines_and_only_failed_finishes(
         assert all(r["status"] == "succeeded" for r in records)
 
         resume = ("--only-failed", str(first), "--report", str(second), "--max-rps", "0")
-        code, _, err = await run_cli("apply", str(manifest), *_target(server, *resume))
+        code, _, err = await run_main("apply", str(manifest), *_target(server, *resume))
         assert code == 0, err
         assert _values(server) == {key_for(i): value_for(i) for i in range(200)}
     results = _results(second)
@@ -235,7 +235,9 @@ async def test_apply_output_json_prints_the_summary(tmp_path: Path) -> None:
     manifest = write_yaml_manifest(tmp_path / "m.yaml", 5)
     async with running_emulator(KEYS) as server:
         server.put(ACCOUNT, "secret-00000", key_for(0), "stale")
-        code, out, err = await run_cli("apply", str(manifest), *_target(server, "--output", "json"))
+        code, out, err = await run_main(
+            "apply", str(manifest), *_target(server, "--output", "json")
+        )
     assert code == 0, err
     summary = json.loads(out)
     assert summary["total"] == 5
@@ -253,11 +255,11 @@ async def test_a_write_refused_by_policy_keeps_the_state_of_what_is_there(tmp_pa
     state = tmp_path / "state.json"
     async with running_emulator(KEYS) as server:
         args = ("apply", str(manifest), *_target(server, "--state", str(state)))
-        assert (await run_cli(*args))[0] == 0
+        assert (await run_main(*args))[0] == 0
         manifest.write_text(original.replace(json.dumps(value_for(1)), json.dumps("other")))
-        code, _, _ = await run_cli(*args, "--on-existing", "fail")
+        code, _, _ = await run_main(*args, "--on-existing", "fail")
         assert code == 1  # the changed secret exists: failed by policy, nothing written
         manifest.write_text(original)  # back to what the account holds
         server.stats.reset()
-        assert (await run_cli(*args))[0] == 0
+        assert (await run_main(*args))[0] == 0
         assert server.stats.writes == 0

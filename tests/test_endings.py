@@ -28,7 +28,7 @@ from .helpers import (
     cli_env,
     key_for,
     read_until,
-    run_cli,
+    run_main,
     value_for,
     write_yaml_manifest,
 )
@@ -111,7 +111,7 @@ async def test_a_signal_ends_the_run_with_a_complete_report_and_a_way_to_resume(
         assert len(resume) == 1
         again = shlex.split(resume[0].split("to run again only what is left: ", 1)[1])
         assert again[0] == "bulk-secrets" and again[-2:] == ["--only-failed", str(report)]
-        code, _, err = await run_cli(*again[1:])
+        code, _, err = await run_main(*again[1:])
         assert code == 0, err
         stored = {key: value for key, value in server.secrets(ACCOUNT).values()}
     assert stored == {key_for(i): value_for(i) for i in range(COUNT)}
@@ -153,7 +153,7 @@ async def test_a_path_that_cannot_be_written_is_a_usage_error_before_any_request
 ) -> None:
     path = tmp_path / "missing" / "file.json" if where == "missing-folder" else tmp_path
     async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
-        code, _, err = await run_cli(
+        code, _, err = await run_main(
             "apply", "manifests/example.yaml", "--account", ACCOUNT,
             "--base-url", server.base_url, flag, str(path),
         )  # fmt: skip
@@ -170,7 +170,7 @@ async def test_rows_for_accounts_not_targeted_are_reported_skipped(tmp_path: Pat
     accounts.write_text("acct-a\n")
     report = tmp_path / "r.json"
     async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
-        code, _, err = await run_cli(
+        code, _, err = await run_main(
             "apply", str(manifest), "--accounts-file", str(accounts),
             "--base-url", server.base_url, "--report", str(report),
         )  # fmt: skip
@@ -203,7 +203,7 @@ async def test_only_failed_resumes_a_killed_json_run_from_its_partial(tmp_path: 
         done = read_done(report)  # what the killed run left: its .partial
         assert done.source == partial and len(done.keys) >= 1
         server.stats.reset()
-        code, _, err = await run_cli(
+        code, _, err = await run_main(
             "apply", str(manifest), "--account", ACCOUNT, "--base-url", server.base_url,
             "--max-rps", "0", "--only-failed", str(report), "--report", str(report),
         )  # fmt: skip
@@ -223,8 +223,8 @@ async def test_only_failed_with_a_report_of_other_manifests_says_so(tmp_path: Pa
     mine.write_text('secrets: {MINE_ONLY: "m"}\n')
     async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
         base = ("--account", ACCOUNT, "--base-url", server.base_url)
-        code, _, _ = await run_cli("apply", str(other), *base, "--report", str(report))
+        code, _, _ = await run_main("apply", str(other), *base, "--report", str(report))
         assert code == 0
-        code, _, err = await run_cli("apply", str(mine), *base, "--only-failed", str(report))
+        code, _, err = await run_main("apply", str(mine), *base, "--only-failed", str(report))
     assert code == 0, err
     assert f"5 secret(s) that {report} shows done are not in these manifests" in err

@@ -28,7 +28,7 @@ from bulk_secrets.options import DEFAULT_MAX_RPS
 from bulk_secrets.policy import DEAD_AFTER
 from bulk_secrets.scrub import Scrubber
 
-from .helpers import ACCOUNT, API_KEY, CANARY, FAST_RETRY, credentials, options, run_cli, specs
+from .helpers import ACCOUNT, API_KEY, CANARY, FAST_RETRY, credentials, options, run_main, specs
 from .hostile import (
     HOST,
     Certificate,
@@ -95,7 +95,7 @@ def test_https_and_loopback_http_are_allowed(url: str) -> None:
 
 async def test_clear_text_from_the_environment_is_a_usage_error_before_any_request() -> None:
     env = {**os.environ, "FIREWORKS_API_KEY": API_KEY, "FIREWORKS_BASE_URL": "http://192.0.2.2:9"}
-    code, _, err = await run_cli("plan", "manifests/example.yaml", "--account", ACCOUNT, env=env)
+    code, _, err = await run_main("plan", "manifests/example.yaml", "--account", ACCOUNT, env=env)
     assert code == 2
     assert "clear text" in err
 
@@ -258,7 +258,7 @@ async def test_control_characters_from_a_server_never_reach_the_terminal(tmp_pat
     manifest.write_text('secrets: {A_KEY: "a"}\n')
     async with hostile_server(answer) as server:
         for command in (("apply",), ("verify",), ("plan", "--prune")):
-            code, out, err = await run_cli(
+            code, out, err = await run_main(
                 *command, str(manifest), "--account", ACCOUNT, "--base-url", server.base_url
             )
             assert code == (0 if command[0] == "plan" else 1), err
@@ -462,7 +462,7 @@ async def test_an_unreachable_account_is_named_once_on_stderr(tmp_path: Path) ->
     )
     async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
         base_url = server.base_url  # nothing listens there once it is closed
-    code, _, err = await run_cli(
+    code, _, err = await run_main(
         "apply", str(manifest), "--account", ACCOUNT, "--base-url", base_url, "--retries", "1"
     )
     assert code == 1
