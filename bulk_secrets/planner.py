@@ -19,9 +19,10 @@ from typing import Protocol
 import anyio
 
 from . import errors
+from .events import QUIET, Observer
 from .models import Action, ExistingSecret, SecretSpec, Status, Step, Target
 from .options import ApplyOptions
-from .policy import Gate, Policy, Stops, Why
+from .policy import Gate, Policy, Sent, Stops, Why
 from .ratelimit import Rates
 from .retry import RetryPolicy
 from .state import State
@@ -159,11 +160,12 @@ async def list_accounts(
     rates: Rates,
     stops: Stops,
     plan: Plan,
+    observer: Observer = QUIET,
 ) -> Plan:
     """List every account into ``plan``, ``concurrency`` at a time; what an error stops is
     for ``stops`` to say, and an account that cannot be listed stops there."""
     limiter = anyio.CapacityLimiter(plan.options.concurrency)
-    gate = Gate(rates, stops)
+    gate = Gate(rates, stops, observer)
 
     async def list_one(account: str) -> None:
         async with limiter:
@@ -189,10 +191,18 @@ async def _listing(api: Lister, account: str, retry: RetryPolicy, gate: Gate) ->
     stops = gate.stops
     token = ""
     seen: set[str] = set()
+    attempts = 0
+
+    async def page_of(token: str) -> tuple[list[ExistingSecret], str]:
+        nonlocal attempts
+        attempts += 1
+        return await gate.send(Sent("GET", account, "", attempts), api.list_page, account, token)
+
     try:
         for _ in range(MAX_PAGES):
+            attempts = 0
             page, token = await retry.call(
-                functools.partial(gate.send, account, api.list_page, account, token),
+                functools.partial(page_of, token),
                 stopped=lambda: stops.blocked(account) is not None,
             )
             for secret in page:

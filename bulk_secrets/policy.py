@@ -15,9 +15,12 @@ the flag that brought each one about (``already exists (--on-existing skip)``).
 from __future__ import annotations
 
 import enum
+import functools
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from .errors import (
     ApiError,
@@ -28,11 +31,11 @@ from .errors import (
     Unauthenticated,
     WaitTooLong,
 )
+from .events import QUIET, Observer, Request
 from .models import Action, Status
 from .options import OnExisting
 from .ratelimit import Rates
 
-P = ParamSpec("P")
 T = TypeVar("T")
 DEAD_AFTER = 10  # connection failures in a row to one account that stop it
 
@@ -167,18 +170,26 @@ class Stops:
 
 
 class Gate:
-    """Every request passes here: it waits for its account's turn (``rates``) and what comes
-    of it teaches ``stops`` whether the server is there."""
+    """Every request passes here: it waits for its account's turn (``rates``), what comes of
+    it teaches ``stops`` whether the server is there, and ``observer`` is told of it."""
 
-    def __init__(self, rates: Rates, stops: Stops) -> None:
+    def __init__(self, rates: Rates, stops: Stops, observer: Observer = QUIET) -> None:
         self.rates = rates
         self.stops = stops
+        self._observer = observer if observer.requests else None
 
     async def send(
-        self, account: str, request: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+        self,
+        sent: Sent,
+        request: Callable[..., Awaitable[T]],
+        *args: Any,
     ) -> T:
+        """Send ``request(*args)``, the ``sent`` request, in its account's turn."""
+        account = sent.account
+        if self._observer is not None:
+            request = functools.partial(self._timed, sent, request)
         try:
-            answer = await self.rates.call(account, request, *args, **kwargs)
+            answer = await self.rates.call(account, request, *args)
         except (ConnectionFailed, TlsFailed) as exc:
             self.stops.unanswered(account, exc)
             raise
@@ -187,6 +198,33 @@ class Gate:
             raise
         self.stops.answered(account)
         return answer
+
+    async def _timed(self, sent: Sent, request: Callable[..., Awaitable[T]], *args: Any) -> T:
+        assert self._observer is not None
+        started = time.monotonic()
+        status: int | None = None
+        try:
+            answer = await request(*args)
+            status = answer if isinstance(answer, int) else 200
+            return answer
+        except ApiError as exc:
+            status = exc.status
+            raise
+        finally:
+            seconds = time.monotonic() - started
+            self._observer.request(
+                Request(sent.method, sent.account, sent.secret_id, status, sent.attempt, seconds)
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What a request is, for the observer: its method, account, secret id and attempt."""
+
+    method: str
+    account: str
+    secret_id: str = ""
+    attempt: int = 1
 
 
 def internal_error(exc: Exception) -> str:

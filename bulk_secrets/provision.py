@@ -36,6 +36,7 @@ import anyio
 from .client import SecretsClient
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import BulkSecretsError, ReportWriteFailed, StateSaveFailed, UsageError
+from .events import QUIET, Observer
 from .manifest import ManifestSet
 from .models import Action, Credentials, Result, SecretSpec, SecretValue, Status, Step, Target
 from .options import ApplyOptions
@@ -65,6 +66,14 @@ class SecretSource(Protocol):
     @property
     def started(self) -> float: ...
 
+    @property
+    def count(self) -> int:
+        """How many secrets, counting each account a secret goes to."""
+        ...
+
+    @property
+    def excluded_count(self) -> int: ...
+
     def accounts(self) -> list[str]: ...
 
     def targets(self) -> Iterable[Target]: ...
@@ -84,6 +93,8 @@ class SpecList:
     def __init__(self, specs: Sequence[SecretSpec]) -> None:
         self._specs = specs
         self.started = time.monotonic()
+        self.count = len(specs)
+        self.excluded_count = 0
 
     def accounts(self) -> list[str]:
         return list(dict.fromkeys(spec.account for spec in self._specs))
@@ -143,6 +154,7 @@ async def apply_secrets(
     hints: Hints | None = None,
     clock: Clock = SYSTEM_CLOCK,
     stop_when: Callable[[], Awaitable[str]] | None = None,
+    observer: Observer = QUIET,
 ) -> Summary:
     """List, plan, confirm and apply: the library's one call for a whole run.
 
@@ -156,6 +168,7 @@ async def apply_secrets(
     - ``hints``: the caller's words added to the reasons it gave rise to (see
       :mod:`bulk_secrets.policy`).
     - ``clock``: what paces and waits (tests pass a virtual one).
+    - ``observer`` is told the phases, each result and (if it asks) each request.
     - ``stop_when``: awaited beside the run; when it returns a reason (say, a signal came),
       the run stops as at its deadline: what is in flight is cancelled and reported failed,
       the rest not attempted, with that reason, and the summary says it in ``stopped``.
@@ -175,6 +188,7 @@ async def apply_secrets(
         hints=hints,
         clock=clock,
         stop_when=stop_when,
+        observer=observer,
     )
     with open_report(report_path) as sink:
         async with run:
@@ -215,6 +229,7 @@ async def plan_secrets(
     hints: Hints | None = None,
     clock: Clock = SYSTEM_CLOCK,
     stop_when: Callable[[], Awaitable[str]] | None = None,
+    observer: Observer = QUIET,
 ) -> PlannedSteps:
     """List every account and decide what :func:`apply_secrets` would do; write nothing."""
     run = _Run(
@@ -226,6 +241,7 @@ async def plan_secrets(
         hints=hints,
         clock=clock,
         stop_when=stop_when,
+        observer=observer,
     )
     async with run:
         plan = await run.plan()
@@ -241,6 +257,7 @@ async def verify_secrets(
     options: ApplyOptions | None = None,
     clock: Clock = SYSTEM_CLOCK,
     stop_when: Callable[[], Awaitable[str]] | None = None,
+    observer: Observer = QUIET,
 ) -> Drift:
     """List every account and compare what it holds with the source, by name (values cannot
     be read back)."""
@@ -250,6 +267,7 @@ async def verify_secrets(
         options=options or ApplyOptions(),
         clock=clock,
         stop_when=stop_when,
+        observer=observer,
     )
     async with run:
         plan = await run.plan()
@@ -326,8 +344,10 @@ class _Run:
         hints: Hints | None = None,
         clock: Clock,
         stop_when: Callable[[], Awaitable[str]] | None = None,
+        observer: Observer = QUIET,
     ) -> None:
         self.source = source
+        self._observer = observer
         self._options = options
         self._state = None if state is None else State(Path(state), credentials)
         self._done = None if only_failed is None else read_done(Path(only_failed)).keys
@@ -365,14 +385,17 @@ class _Run:
     async def plan(self) -> Plan:
         """List every target account and decide what to do; nothing is written."""
         plan = Plan(self._options, self._policy, {}, done=self._done, state=self._state)
+        accounts = self.source.accounts()
+        self._observer.listing(len(accounts))
         async with self.bounded():
             await list_accounts(
                 self._client,
-                self.source.accounts(),
+                accounts,
                 retry=self._retry,
                 rates=self._rates,
                 stops=self._stops,
                 plan=plan,
+                observer=self._observer,
             )
         plan.aborted, plan.stopped = self._stops.aborted, self._stops.stopped
         plan.plan_deletions(self.source.targets())
@@ -419,7 +442,10 @@ class _Run:
             sink=sink,
             summary=self._summary,
             state=self._state,
+            observer=self._observer,
         )
+        source = self.source
+        self._observer.applying(source.count + source.excluded_count + len(plan.deletions))
         try:
             async with self.bounded():
                 await runner.execute(self._steps(plan))

@@ -17,8 +17,9 @@ import anyio
 
 from . import errors
 from .errors import ReportWriteFailed
+from .events import QUIET, Observer
 from .models import Action, Result, SecretSpec, Status, Step
-from .policy import Gate, Policy, Stops, internal_error
+from .policy import Gate, Policy, Sent, Stops, internal_error
 from .ratelimit import Rates
 from .report import ReportSink, Summary
 from .retry import RetryPolicy
@@ -50,7 +51,11 @@ class _Progress:
     """What one worker has done so far for its current step."""
 
     action: Action
+    secret_id: str
     attempts: int = 0
+
+
+_METHODS = {Action.CREATE: "POST", Action.UPDATE: "PATCH", Action.DELETE: "DELETE"}
 
 
 class Runner:
@@ -66,6 +71,7 @@ class Runner:
         sink: ReportSink,
         summary: Summary,
         state: State | None = None,
+        observer: Observer = QUIET,
     ) -> None:
         self._api = api
         self._workers = workers
@@ -73,7 +79,8 @@ class Runner:
         self._stops = stops
         self._retry = retry
         self._rates = rates
-        self._gate = Gate(rates, stops)
+        self._gate = Gate(rates, stops, observer)
+        self._observer = observer
         self._sink = sink
         self._summary = summary
         self._state = state
@@ -112,7 +119,7 @@ class Runner:
         if blocked is not None:
             self._record(step, _settled(step, Status.NOT_ATTEMPTED, blocked))
             return
-        progress = _Progress(step.action)
+        progress = _Progress(step.action, step.target.secret_id)
         try:
             if step.action is Action.DELETE:
                 result = await self._delete(step, progress)
@@ -133,6 +140,7 @@ class Runner:
 
     def _record(self, step: Step, result: Result) -> None:
         self._summary.add(result)
+        self._observer.result(result)
         if self._state is not None and step.outcome is None:  # settled by the plan: no write
             self._state.settle(step, result.status)
         try:
@@ -190,15 +198,16 @@ class Runner:
         succeeds first time pays nothing for it.
         """
         send = self._gate.send
+        method, secret_id = _METHODS[progress.action], progress.secret_id
         progress.attempts += 1
         try:
-            return await send(account, call, *args)
+            return await send(Sent(method, account, secret_id, progress.attempts), call, *args)
         except errors.TransientError as exc:
             failure = exc
 
         async def again() -> int:
             progress.attempts += 1
-            return await send(account, call, *args)
+            return await send(Sent(method, account, secret_id, progress.attempts), call, *args)
 
         return await self._retry.after(
             failure, again, stopped=lambda: self._stops.blocked(account) is not None

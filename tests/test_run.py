@@ -89,6 +89,8 @@ class _Changing:
         self._good = good
         self._error = error
         self.started = 0.0
+        self.count = len(wanted)
+        self.excluded_count = 0
 
     def accounts(self) -> list[str]:
         return [ACCOUNT]
