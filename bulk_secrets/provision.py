@@ -37,10 +37,11 @@ from .client import SecretsClient
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import BulkSecretsError, ReportWriteFailed, StateSaveFailed, UsageError
 from .events import QUIET, Observer
+from .firectl_config import FirectlConfig
 from .manifest import ManifestSet
 from .models import Action, Credentials, Result, SecretSpec, SecretValue, Status, Step, Target
 from .options import ApplyOptions
-from .planner import Drift, Plan, drift, list_accounts
+from .planner import Drift, Listing, Plan, drift, list_accounts
 from .policy import Hints, Policy, Stops, internal_error
 from .ratelimit import Rates
 from .report import ReportSink, Summary, check_report_path, open_report, read_done
@@ -116,9 +117,14 @@ Source = SecretSource | Sequence[SecretSpec]
 PathLike = str | os.PathLike[str]
 
 
-def credentials_for(manifests: ManifestSet, env: Mapping[str, str] | None = None) -> Credentials:
-    """The API keys the manifests need, from the environment: each account's own key where
-    its manifest names one (``apiKeys``), else ``FIREWORKS_API_KEY``."""
+def credentials_for(
+    manifests: ManifestSet,
+    env: Mapping[str, str] | None = None,
+    *,
+    firectl: FirectlConfig | None = None,
+) -> Credentials:
+    """The API keys the manifests need: each account's own key where its manifest names one
+    (``apiKeys``), else ``FIREWORKS_API_KEY``, else firectl's (``read_firectl_config()``)."""
     env = os.environ if env is None else env
     per_account: dict[str, SecretValue] = {}
     named: dict[str, str] = {}
@@ -130,15 +136,56 @@ def credentials_for(manifests: ManifestSet, env: Mapping[str, str] | None = None
                     f"({manifest.name}); name one"
                 )
             per_account[account] = SecretValue(env[var])
-    key = env.get("FIREWORKS_API_KEY")
-    if not key:
+    key = api_key_from(env, firectl)
+    if key is None:
         missing = sorted(set(manifests.accounts()) - per_account.keys())
         if missing:
             raise UsageError(
-                "no API key: set FIREWORKS_API_KEY; "
+                "no API key: set FIREWORKS_API_KEY (or run firectl set-api-key); "
                 f"accounts without a key of their own: {', '.join(missing[:5])}"
             )
-    return Credentials(SecretValue(key) if key else None, per_account or None)
+    return Credentials(key, per_account or None)
+
+
+def api_key_from(
+    env: Mapping[str, str] | None = None, firectl: FirectlConfig | None = None
+) -> SecretValue | None:
+    """The API key of accounts without one of their own: ``FIREWORKS_API_KEY``, else firectl's."""
+    from_env = (os.environ if env is None else env).get("FIREWORKS_API_KEY")
+    return SecretValue(from_env) if from_env else firectl.api_key if firectl else None
+
+
+async def list_secrets(
+    accounts: Sequence[str],
+    *,
+    credentials: Credentials,
+    options: ApplyOptions | None = None,
+    stop_when: Callable[[], Awaitable[str]] | None = None,
+) -> dict[str, Listing]:
+    """What each account holds (all pages), or why it could not be listed; never a value."""
+    run = _Run(
+        _Accounts(accounts),
+        credentials=credentials,
+        options=options or ApplyOptions(),
+        clock=SYSTEM_CLOCK,
+        stop_when=stop_when,
+    )
+    async with run:
+        plan = await run.plan()
+    return {
+        account: plan.listings.get(account) or Listing(problem=plan.stopped) for account in accounts
+    }
+
+
+class _Accounts(SpecList):
+    """Accounts, and no secret: what :func:`list_secrets` lists."""
+
+    def __init__(self, accounts: Sequence[str]) -> None:
+        super().__init__(())
+        self._accounts = list(dict.fromkeys(accounts))
+
+    def accounts(self) -> list[str]:
+        return self._accounts
 
 
 async def apply_secrets(

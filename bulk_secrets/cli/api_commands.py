@@ -18,8 +18,9 @@ from contextlib import AsyncExitStack
 import anyio
 
 from ..errors import UsageError
+from ..firectl_config import read_firectl_config
 from ..manifest import ManifestSet
-from ..options import ApplyOptions, OnExisting, RetryOptions
+from ..options import DEFAULT_BASE_URL, ApplyOptions, OnExisting, RetryOptions
 from ..planner import Plan
 from ..policy import Hints, Why
 from ..provision import (
@@ -45,8 +46,16 @@ STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def run(args: argparse.Namespace, manifests: ManifestSet) -> int:
-    options = ApplyOptions(
-        base_url=args.base_url,
+    options = options_from(args)
+    signals = _Signals()
+    signals.install()
+    return run_blocking(functools.partial(_run, args, manifests, options, signals))
+
+
+def options_from(args: argparse.Namespace) -> ApplyOptions:
+    """The run's settings from the flags; the base URL from the flag, else the environment."""
+    return ApplyOptions(
+        base_url=args.base_url or os.environ.get("FIREWORKS_BASE_URL") or DEFAULT_BASE_URL,
         concurrency=args.concurrency,
         max_rps=args.max_rps,
         timeout=args.timeout,
@@ -58,9 +67,6 @@ def run(args: argparse.Namespace, manifests: ManifestSet) -> int:
         deadline=args.deadline,
         ca_bundle=args.ca_bundle,
     )
-    signals = _Signals()
-    signals.install()
-    return run_blocking(functools.partial(_run, args, manifests, options, signals))
 
 
 async def _run(
@@ -136,7 +142,7 @@ async def _command(
                 "with a throwaway key; nothing leaves this machine"
             )
         else:
-            credentials = credentials_for(manifests)
+            credentials = credentials_for(manifests, firectl=read_firectl_config(args.profile))
         say(f"listing {len(manifests.accounts())} account(s) at {options.base_url}")
         if args.command == "verify":
             found = await verify_secrets(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..provision import run_blocking
 from ..sandbox import SANDBOX_KEY
+from .output import EXIT_USAGE
 
 if TYPE_CHECKING:  # the emulator (aiohttp.web) loads only when it is used
     from .. import emulator
@@ -15,8 +16,15 @@ if TYPE_CHECKING:  # the emulator (aiohttp.web) loads only when it is used
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("emulator", help="run the local secrets API emulator")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="port to listen on, 0 for any free one (default: %(default)s)",
+    )
     serve.add_argument(
         "--key",
         action="append",
@@ -79,6 +87,13 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
 
     def ready(base_url: str) -> None:
         say(f"emulator listening on {base_url} (keys: {len(config.keys)}); Ctrl-C stops it")
+        key = SANDBOX_KEY if SANDBOX_KEY in config.keys else "<one of its --key values>"
+        say(f"point the CLI at it: FIREWORKS_API_KEY={key} bulk-secrets apply MANIFEST")
+        say(f"  -a ACCOUNT --base-url {base_url}")
 
-    run_blocking(lambda: emulator.serve(config, host=args.host, port=args.port, ready=ready))
+    try:
+        run_blocking(lambda: emulator.serve(config, host=args.host, port=args.port, ready=ready))
+    except OSError as exc:  # the address is taken, or not this machine's
+        say(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}")
+        return EXIT_USAGE
     return 0

@@ -7,12 +7,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import BulkSecretsError, ManifestError, UsageError
+from ..firectl_config import read_firectl_config
 from ..manifest import FORMATS, MAX_VALUE_BYTES, ManifestSet, load_manifests, read_accounts_file
 from ..naming import account_id_problem
 from ..options import (
@@ -25,7 +28,7 @@ from ..options import (
     OnExisting,
 )
 from ..sandbox import SANDBOX_ACCOUNT
-from . import api_commands, emulator_command
+from . import api_commands, emulator_command, list_command
 from .output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, with_hint
 from .units import parse_duration, parse_size
 
@@ -34,7 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bulk-secrets",
         description="Provision Fireworks AI account secrets in bulk from manifests.",
+        epilog="The API key is never a flag: a command line shows in ps, in shell history and "
+        "in CI logs. It comes from a manifest's apiKeys, else $FIREWORKS_API_KEY, else "
+        "firectl's ~/.fireworks/auth.ini (firectl set-api-key; --profile for another).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     apply = commands.add_parser("apply", help="converge the accounts to the manifests")
@@ -79,9 +86,37 @@ def _parser() -> argparse.ArgumentParser:
         "validate", help="check manifests offline and list what apply would write"
     )
     _manifest_arguments(validate)
+    _output_argument(validate, "json: print what would be written as JSON on stdout")
     validate.set_defaults(sandbox=False)
+    list_command.add_parser(commands, _profile_argument, _api_arguments)
     emulator_command.add_parser(commands)
     return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("bulk-secrets")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _output_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=["text", "json"],
+        default="text",
+        help=f"{what} (default: %(default)s)",
+    )
+
+
+def _profile_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="firectl's profile: ~/.fireworks/profiles/NAME/auth.ini (default: "
+        "$FIREWORKS_PROFILE, else ~/.fireworks/auth.ini)",
+    )
 
 
 def _manifest_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,12 +135,16 @@ def _manifest_arguments(parser: argparse.ArgumentParser) -> None:
         help="the largest value, in UTF-8 bytes (512K, 1M; default: 1M); a larger one is a "
         "manifest error",
     )
+    _profile_argument(parser)
     targets = parser.add_mutually_exclusive_group()
     targets.add_argument(
+        "-a",
         "--account",
+        "--account-id",
+        dest="account",
         action="append",
         help="target account, repeatable; replaces the manifests' own accounts "
-        "(default: the manifest's, else $FIREWORKS_ACCOUNT_ID)",
+        "(default: the manifest's, else $FIREWORKS_ACCOUNT_ID, else firectl's account_id)",
     )
     targets.add_argument(
         "--accounts-file", help="target accounts, one id per line (# comments); like --account"
@@ -115,8 +154,7 @@ def _manifest_arguments(parser: argparse.ArgumentParser) -> None:
 def _api_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-url",
-        default=os.environ.get("FIREWORKS_BASE_URL", DEFAULT_BASE_URL),
-        help="API base URL (default: $FIREWORKS_BASE_URL, else %(default)s)",
+        help=f"API base URL (default: $FIREWORKS_BASE_URL, else {DEFAULT_BASE_URL})",
     )
     parser.add_argument(
         "--concurrency",
@@ -165,11 +203,8 @@ def _api_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_TIMEOUT,
         help="seconds per request (default: %(default)s)",
     )
-    parser.add_argument(
-        "--output",
-        choices=["text", "json"],
-        default="text",
-        help="json: print the summary (and a plan) as JSON on stdout (default: %(default)s)",
+    _output_argument(
+        parser, "json: print the summary (for plan, the plan; for verify, the drift) on stdout"
     )
     parser.add_argument(
         "--sandbox",
@@ -217,9 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "emulator":
             return emulator_command.run(args, say)
+        _check_flags(args)
+        if args.command == "list":
+            return list_command.run(args)
         manifests = _load(args)
         if args.command == "validate":
-            return _validate(manifests)
+            return _validate(manifests, as_json=args.output == "json")
         return api_commands.run(args, manifests)
     except ManifestError as exc:
         say(with_hint(str(exc)))
@@ -239,6 +277,17 @@ def main_entry() -> None:
     sys.exit(main())
 
 
+def _check_flags(args: argparse.Namespace) -> None:
+    """Flags that mean nothing together are a usage error, not silently passed over."""
+    if args.command in ("apply", "plan") and not args.prune:
+        if args.keep:
+            raise UsageError("--keep spares secrets from --prune: it needs --prune")
+        if args.yes:
+            raise UsageError("--yes confirms --prune's deletions: it needs --prune")
+    if args.sandbox and args.base_url is not None:
+        raise UsageError("--sandbox runs its own emulator: it takes no --base-url")
+
+
 def _load(args: argparse.Namespace) -> ManifestSet:
     accounts: list[str] | None = None
     if args.accounts_file:
@@ -250,7 +299,13 @@ def _load(args: argparse.Namespace) -> ManifestSet:
                 raise UsageError(f"--account: {problem}")
         accounts = list(dict.fromkeys(args.account))
     from_env = os.environ.get("FIREWORKS_ACCOUNT_ID")
-    default = [SANDBOX_ACCOUNT] if args.sandbox else [from_env] if from_env else []
+    if args.sandbox:
+        default = [SANDBOX_ACCOUNT]
+    elif from_env:
+        default = [from_env]
+    else:
+        from_file = read_firectl_config(args.profile).account_id
+        default = [from_file] if from_file else []
     manifests = load_manifests(
         args.manifests,
         format=args.format,
@@ -264,7 +319,17 @@ def _load(args: argparse.Namespace) -> ManifestSet:
     return manifests
 
 
-def _validate(manifests: ManifestSet) -> int:
+def _validate(manifests: ManifestSet, *, as_json: bool) -> int:
+    if as_json:
+        targets = [
+            {"account": t.account, "keyName": t.key_name, "secretId": t.secret_id,
+             "source": t.source, "location": t.location}
+            for t in manifests.targets()
+        ]  # fmt: skip
+        print(json.dumps({"valid": True, "secrets": targets}, indent=2))
+        accounts = {t["account"] for t in targets}
+        say(f"valid: {len(targets)} secrets for {len(accounts)} account(s); nothing was sent")
+        return EXIT_OK
     rows = [("ACCOUNT", "KEY NAME", "SECRET ID", "SOURCE", "WHERE")]
     for manifest in manifests:
         rows.extend(
