@@ -23,7 +23,8 @@ FRAGMENTS = [
     "apiKeys: {a: {fromEnv: X}}", "version: 2", "  K: v", "- ", "{", "}", "[", "]", ",", ":",
     "&x", "*x", '"', "'", "#", "\\", "\r", "\t", "keyName,value", "A,b", "account,keyName,value",
     'A="multi', 'line"', "export A=1", "=", '{"secrets": [{"keyName": "A", "value": 1}]}', "é",
-    "\x00", "\ufeff",
+    "\x00", "\ufeff", "    fromCommand: [op, read]", "    fromCommand: op", "keyName,value,", ",,",
+    "keyName;value", "A;b", "keyName\tvalue", "\t- keyName: A",
 ]  # fmt: skip
 
 

@@ -6,6 +6,11 @@ no two entries share an id in one account) and keeps only what that needs: count
 never values. The second pass, when the run asks for specs, reads the values. So a million-row
 CSV manifest is never held in memory.
 
+The one exception is ``fromCommand``: a program run for a value (a secret manager's client) runs
+in the first pass, when the run allows it (``allow_commands``), so that its failure is found
+before the first request; its value is kept, in memory only, for the second pass, which never
+runs it again (see :mod:`.commands`).
+
 A problem names its file and line (and, for CSV, the column) and what is wrong; it never
 quotes text of the manifest from where a value could stand. A name is quoted only when it is a
 valid one: a keyName or account id that is not valid may be a value shifted into its place.
@@ -34,8 +39,18 @@ from ..naming import (
     secret_id_for,
     secret_id_problem,
 )
-from . import csv_format, dotenv_format, json_format, yaml_format
-from .document import Document, FromEnv, FromFile, Header, Inline, Problems, RawEntry, Source
+from . import commands, csv_format, dotenv_format, json_format, yaml_format
+from .document import (
+    Document,
+    FromCommand,
+    FromEnv,
+    FromFile,
+    Header,
+    Inline,
+    Problems,
+    RawEntry,
+    Source,
+)
 
 FORMATS = ("yaml", "json", "csv", "dotenv")
 STDIN = "-"
@@ -48,8 +63,13 @@ _READERS: Mapping[str, Callable[[TextIO, Problems], Document]] = {
 # Up to this many entries, the first pass keeps what it checked and the second reads no file
 # (a few hundred bytes each, values aside); past it, the file is read again as a stream.
 KEEP_LIMIT = 50_000
-# The largest value, in bytes of UTF-8, by default: inline, from the environment or from a file.
+# The largest value, in bytes of UTF-8, by default: inline, from the environment, a file or a
+# command.
 MAX_VALUE_BYTES = 1024 * 1024
+# How long a fromCommand may run, by default, in seconds.
+COMMAND_TIMEOUT = commands.DEFAULT_TIMEOUT
+# What may separate the fields of a CSV manifest.
+CSV_DELIMITERS = csv_format.DELIMITERS
 # fromFile opens without blocking (a FIFO that slipped in between the check and the open must
 # not hang the run) and never becomes a controlling terminal.
 _OPEN_FLAGS = (
@@ -81,6 +101,17 @@ class _CheckedEntry:
     excluded: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class _PendingCommand:
+    """A fromCommand found by the first pass, to run before the check ends: the ``index`` of
+    its entry among the checked ones, and where to report its problem."""
+
+    index: int
+    line: int
+    key_name: str
+    command: commands.Command
+
+
 class Manifest:
     """One checked manifest file. Build it with :func:`load_manifests`."""
 
@@ -94,6 +125,8 @@ class Manifest:
         env: Mapping[str, str],
         text: str | None,
         max_value_bytes: int = MAX_VALUE_BYTES,
+        allow_commands: bool = False,
+        csv_delimiter: str = ",",
     ) -> None:
         self.path = path
         self.format = format
@@ -101,6 +134,8 @@ class Manifest:
         self.count = 0  # secrets, counting each account a secret goes to
         self.excluded_count = 0  # (secret, account) pairs the accounts given left out
         self.max_value_bytes = max_value_bytes
+        self.allow_commands = allow_commands
+        self.csv_delimiter = csv_delimiter
         self._accounts: dict[str, None] = {}  # the accounts it targets, in order
         self.warnings: list[Problem] = []
         self.api_keys: dict[str, str] = {}
@@ -113,6 +148,9 @@ class Manifest:
             None  # the checked entries, when few enough to keep
         )
         self._stamp: tuple[int, int] | None = None  # size and mtime of the file checked
+        # fromCommand: what the first pass found to run, then the values, by entry index.
+        self._pending: list[_PendingCommand] = []
+        self._command_values: dict[int, SecretValue] = {}
 
     @property
     def name(self) -> str:
@@ -124,10 +162,12 @@ class Manifest:
 
     def specs(self) -> Iterator[SecretSpec]:
         """Every secret for every account it goes to, reading values as it goes."""
-        for entry in self._checked():
+        for index, entry in enumerate(self._checked()):
             if entry.raw.source is None:
                 continue  # never met: a manifest with such an entry is rejected
-            value = self._value(entry.raw.source)
+            if not entry.accounts:
+                continue  # none of its accounts is targeted: no value is needed
+            value = self._value(entry.raw.source, index)
             for account in entry.accounts:
                 yield SecretSpec(
                     account=account,
@@ -197,7 +237,11 @@ class Manifest:
             return Document(Header(), iter(()))
         reader = _READERS[self.format]
         if self.format == "csv":  # a field holds up to the limit, in characters
-            reader = functools.partial(csv_format.read, max_value_bytes=self.max_value_bytes)
+            reader = functools.partial(
+                csv_format.read,
+                max_value_bytes=self.max_value_bytes,
+                delimiter=self.csv_delimiter,
+            )
         elif self.format == "yaml":  # a scalar over the limit is not resolved
             reader = functools.partial(yaml_format.read, max_value_bytes=self.max_value_bytes)
         try:
@@ -224,10 +268,14 @@ class Manifest:
             if entry is not None:
                 yield entry
         if untargeted:
+            count = len(untargeted)
+            secrets, them = (
+                ("1 secret has", "it") if count == 1 else (f"{count} secrets have", "them")
+            )
             out.error(
                 untargeted[0],
-                f"{len(untargeted)} secret(s) have no target account: name one in the manifest, "
-                "or give the accounts to apply it to",
+                f"{secrets} no target account: name one in the manifest, "
+                f"or give the accounts to apply {them} to",
             )
 
     def _check_entry(
@@ -296,13 +344,13 @@ class Manifest:
         self._check_header(document.header, out)
         entries = 0
         kept: list[_CheckedEntry] | None = []
-        for entry in self._entries(out, document):
+        for index, entry in enumerate(self._entries(out, document)):
             entries += 1
             if kept is not None and len(kept) < KEEP_LIMIT:
                 kept.append(entry)
             else:
                 kept = None  # too many to keep: the second pass reads the file again
-            self._check_source(entry.raw, out)
+            self._check_source(entry, index, out)
             for account in entry.accounts:
                 ids.add(account, entry.secret_id)
                 self._accounts.setdefault(account)
@@ -327,16 +375,25 @@ class Manifest:
             else:
                 self.api_keys[account] = var
 
-    def _check_source(self, raw: RawEntry, out: Problems) -> None:
-        """Check that the value can be had and is within the size limit, without keeping it."""
+    def _check_source(self, entry: _CheckedEntry, index: int, out: Problems) -> None:
+        """Check that the value can be had and is within the size limit, without keeping it.
+        A fromCommand is only noted here, to run with all the others (see
+        :func:`_run_commands`)."""
+        raw = entry.raw
         if raw.source is None:
             return
-        field = {Inline: "value", FromEnv: "fromEnv", FromFile: "fromFile"}[type(raw.source)]
+        field = _FIELDS[type(raw.source)]
         column = field if raw.tabular else None
         line = raw.line_of(field)
         source = raw.source
         limit = self.max_value_bytes
-        if isinstance(source, Inline):
+        if isinstance(source, FromCommand):
+            if not self.allow_commands:
+                out.error(line, "fromCommand runs a program: pass --allow-commands to allow it")
+            elif entry.accounts:  # else no value is needed
+                command = commands.Command(source, self._folder)
+                self._pending.append(_PendingCommand(index, line, raw.key_name, command))
+        elif isinstance(source, Inline):
             text = source.value.reveal()
             if not text:
                 out.warn(line, f"{raw.key_name} has an empty value")
@@ -357,9 +414,35 @@ class Manifest:
                 problem = f"is not UTF-8 text (byte {exc.start})"
                 out.error(line, f"fromFile {source.path!r}: {problem}", column)
 
-    def _value(self, source: Source) -> SecretValue:
+    def pending_commands(self) -> list[commands.Command]:
+        """The fromCommands the first pass found to run, in file order."""
+        return [pending.command for pending in self._pending]
+
+    def record_commands(
+        self, results: Sequence[SecretValue | commands.Failed], out: Problems
+    ) -> None:
+        """Keep the values of :meth:`pending_commands`, run, or report why one gave none."""
+        for pending, result in zip(self._pending, results, strict=True):
+            if isinstance(result, commands.Failed):
+                out.error(pending.line, str(result))
+                continue
+            if not result.reveal():
+                program = pending.command.source.program
+                out.warn(
+                    pending.line,
+                    f"{pending.key_name} has an empty value: {program!r} printed nothing",
+                )
+            self._command_values[pending.index] = result
+        self._pending = []
+
+    def _value(self, source: Source, index: int) -> SecretValue:
         if isinstance(source, Inline):
             return source.value
+        if isinstance(source, FromCommand):
+            value = self._command_values.get(index)
+            if value is None:  # the entries are not those checked
+                raise ManifestChanged(self.name)
+            return value
         if isinstance(source, FromEnv):
             if _variable_problem(source.var, self._env, self.max_value_bytes):
                 raise ManifestChanged(f"{self.name}: the environment changed")
@@ -369,6 +452,14 @@ class Manifest:
             return SecretValue(data.decode("utf-8"))
         except (_Unreadable, UnicodeDecodeError) as exc:
             raise ManifestChanged(f"{self.name}: fromFile {source.path!r}") from exc
+
+
+_FIELDS: Mapping[type, str] = {
+    Inline: "value",
+    FromEnv: "fromEnv",
+    FromFile: "fromFile",
+    FromCommand: "fromCommand",
+}
 
 
 def _describe(source: Source | None) -> str:
@@ -462,7 +553,8 @@ def _read_value_file(path: Path, limit: int) -> bytes:
             chunks.append(chunk)
             size += len(chunk)
         if size > limit:
-            raise _Unreadable(f"the file is over the limit of {limit} bytes", found=True)
+            unit = "byte" if limit == 1 else "bytes"
+            raise _Unreadable(f"the file is over the limit of {limit} {unit}", found=True)
         return b"".join(chunks)
     except OSError as exc:
         raise _Unreadable(f"cannot read it: {exc.strerror}", found=True) from exc
@@ -526,6 +618,9 @@ def load_manifests(
     env: Mapping[str, str] | None = None,
     stdin: TextIO | None = None,
     max_value_bytes: int = MAX_VALUE_BYTES,
+    allow_commands: bool = False,
+    command_timeout: float = COMMAND_TIMEOUT,
+    csv_delimiter: str = ",",
 ) -> ManifestSet:
     """Read and check manifests; raise :class:`ManifestError` listing every problem in them.
 
@@ -533,21 +628,35 @@ def load_manifests(
     accounts it leaves out is not applied there, and is listed by ``excluded()``;
     ``default_accounts`` serve where a manifest names none. No value may be over
     ``max_value_bytes`` bytes of UTF-8 (1 MiB by default).
+
+    ``fromCommand`` entries run their program only with ``allow_commands`` (else each is a
+    problem: a manifest from an untrusted pull request must not run programs), once each, here,
+    at most 8 at a time, each within ``command_timeout`` seconds. CSV fields are separated by
+    ``csv_delimiter``: ``,`` (the default), ``;`` or a tab.
     """
     if max_value_bytes < 1:
         raise UsageError(f"the value size limit must be at least 1 byte, not {max_value_bytes}")
+    if not 0 < command_timeout < float("inf"):
+        raise UsageError(
+            f"the command timeout must be a number of seconds over 0, not {command_timeout}"
+        )
+    if csv_delimiter not in CSV_DELIMITERS:
+        shown = ", ".join(repr(d) for d in CSV_DELIMITERS)
+        raise UsageError(f"the CSV delimiter must be one of {shown}, not {csv_delimiter!r}")
     env = os.environ if env is None else env
     if accounts is not None:
         accounts = list(dict.fromkeys(accounts))
-    problems: list[Problem] = []
     manifests = ManifestSet()
+    outs: list[Problems] = []  # the problems of each path, in order
+    checked: list[tuple[Manifest, Problems]] = []
     ids = _IdRegistry()
     for path in paths:
         name = "<stdin>" if path == STDIN else path
         kind = format or (None if path == STDIN else format_of(path))
         if kind not in FORMATS:
             hint = "name its format" if path == STDIN else "use .yaml, .yml, .json, .csv or .env"
-            problems.append(Problem(name, None, f"unknown manifest format: {hint}"))
+            outs.append(Problems(name))
+            outs[-1].error(None, f"unknown manifest format: {hint}")
             continue
         text = None
         if path == STDIN:
@@ -560,16 +669,35 @@ def load_manifests(
             env=env,
             text=text,
             max_value_bytes=max_value_bytes,
+            allow_commands=allow_commands,
+            csv_delimiter=csv_delimiter,
         )
         out = Problems(manifest.name)
         manifest.check(out, ids)
-        problems.extend(out.errors)
+        outs.append(out)
+        checked.append((manifest, out))
         manifests.manifests.append(manifest)
+    _run_commands(checked, limit=max_value_bytes, timeout=command_timeout)
+    problems = [problem for out in outs for problem in out.errors]
     if ids.clashes:
         problems.extend(_clash_problems(manifests, ids.clashes))
     if problems:
         raise ManifestError(problems)
     return manifests
+
+
+def _run_commands(
+    checked: Sequence[tuple[Manifest, Problems]], *, limit: int, timeout: float
+) -> None:
+    """Run the fromCommands of every manifest, 8 at a time across them all."""
+    pending = [(manifest, out, manifest.pending_commands()) for manifest, out in checked]
+    results = commands.run_all(
+        [command for _, _, found in pending for command in found], limit=limit, timeout=timeout
+    )
+    start = 0
+    for manifest, out, found in pending:
+        manifest.record_commands(results[start : start + len(found)], out)
+        start += len(found)
 
 
 class ManifestSet:

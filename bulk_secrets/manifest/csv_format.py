@@ -4,12 +4,18 @@ Columns: ``keyName``, exactly one of ``value`` / ``fromEnv`` / ``fromFile``, and
 ``account`` (the record targets that account) and ``id`` (overrides the derived secret id).
 
 A first row that names no known column is data, not a header: it is not shown. Nor is a
-column name that may be a value (see :meth:`Problems.unknown`).
+column name that may be a value (see :meth:`Problems.unknown`). When it names them once split
+by another delimiter (``;`` or a tab, as spreadsheets in some languages export), the problem
+names that delimiter.
+
+What spreadsheets add is accepted: trailing header cells with no name (``keyName,value,``),
+whose fields must then be empty, and rows with no field filled (``,,``), which are ignored.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 from collections.abc import Iterator
 from typing import Protocol, TextIO
 
@@ -27,10 +33,14 @@ from .document import (
 )
 
 COLUMNS = ("keyName", *SOURCE_FIELDS, "account", "id")
+DELIMITERS = (",", ";", "\t")
+_DELIMITER_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs"}
 # Large values (certificates, JSON credentials) are longer than csv's default 128 KiB field;
 # a field is read up to this many characters, or the value size limit if that is larger, so
 # that a value over the limit is reported with its size.
 _FIELD_LIMIT = 64 * 1024 * 1024
+# How much of the first line is read again to see whether another delimiter makes it a header.
+_SAMPLE = 4096
 
 
 class _Reader(Protocol):
@@ -41,22 +51,55 @@ class _Reader(Protocol):
     def __next__(self) -> list[str]: ...
 
 
-def read(stream: TextIO, out: Problems, *, max_value_bytes: int = _FIELD_LIMIT) -> Document:
+def read(
+    stream: TextIO, out: Problems, *, max_value_bytes: int = _FIELD_LIMIT, delimiter: str = ","
+) -> Document:
     # The limit is the csv module's, for the whole process: it is only ever raised.
     csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT, max_value_bytes + 1))
-    reader = csv.reader(stream, strict=True)
+    lines = iter(stream)
+    first = ""
     try:
+        first = next(lines, "")
+        reader = csv.reader(itertools.chain([first], lines), strict=True, delimiter=delimiter)
         header = next(reader, None)
     except (csv.Error, UnicodeDecodeError) as exc:
-        out.error(1, _why(exc))
+        if not _other_delimiter(first, delimiter, out):
+            out.error(1, _why(exc))
         return Document(Header(), iter(()))
     if header is None:
         out.error(None, "the CSV file is empty: it needs a header such as keyName,value")
         return Document(Header(), iter(()))
     names = [name.strip() for name in header]
+    width = len(names)  # with the trailing cells that have no name
+    while names and not names[-1]:
+        names.pop()
+    if not any(name in COLUMNS for name in names) and _other_delimiter(first, delimiter, out):
+        return Document(Header(), iter(()))
+    del first
     if not _header_ok(names, out):
         return Document(Header(), iter(()))
-    return Document(Header(), _rows(reader, names, out))
+    return Document(Header(), _rows(reader, names, width, out))
+
+
+def _other_delimiter(first: str, delimiter: str, out: Problems) -> bool:
+    """Whether the first line is a header once split by another delimiter; if so, that is
+    the problem reported. Only the delimiter is named: the line may be data."""
+    for other in DELIMITERS:
+        if other == delimiter or other not in first:
+            continue
+        try:
+            names = next(csv.reader([first[:_SAMPLE]], delimiter=other), [])
+        except csv.Error:
+            continue
+        if "keyName" in (name.strip() for name in names):
+            shown = repr(other)
+            out.error(
+                1,
+                f"the file looks separated by {shown}: use {_DELIMITER_NAMES[delimiter]}, "
+                f"or pass --delimiter {shown}",
+            )
+            return True
+    return False
 
 
 def _header_ok(names: list[str], out: Problems) -> bool:
@@ -69,7 +112,14 @@ def _header_ok(names: list[str], out: Problems) -> bool:
         return False
     ok = True
     for name in names:
-        if name not in COLUMNS:
+        if name == "fromCommand":
+            out.error(
+                1,
+                "a CSV manifest cannot run programs: fromCommand is for YAML and JSON manifests",
+                column=name,
+            )
+            ok = False
+        elif name not in COLUMNS:
             out.unknown(1, name, COLUMNS, "column", column=name)
             ok = False
     for name in COLUMNS:
@@ -86,7 +136,9 @@ def _header_ok(names: list[str], out: Problems) -> bool:
     return ok
 
 
-def _rows(reader: _Reader, names: list[str], out: Problems) -> Iterator[RawEntry]:
+def _rows(reader: _Reader, names: list[str], width: int, out: Problems) -> Iterator[RawEntry]:
+    """The records, each with as many fields as the header has columns: with or without the
+    trailing ones that have no name, which must be empty."""
     at = {name: index for index, name in enumerate(names)}
     source = next(name for name in SOURCE_FIELDS if name in at)
     start = reader.line_num + 1
@@ -98,9 +150,11 @@ def _rows(reader: _Reader, names: list[str], out: Problems) -> Iterator[RawEntry
             return
         if row is None:
             return
-        if row:
-            if len(row) != len(names):
-                out.error(start, f"the record has {len(row)} fields, the header has {len(names)}")
+        if any(row):  # a row with no field filled (",,") is ignored
+            if not len(names) <= len(row) <= width:
+                out.error(start, f"the record has {_fields(len(row))}, the header has {width}")
+            elif any(row[len(names) :]):
+                out.error(start, "the record fills a column that has no name in the header")
             else:
                 yield _entry(start, row, at, source)
         start = reader.line_num + 1
@@ -125,6 +179,10 @@ def _entry(line: int, row: list[str], at: dict[str, int], source: str) -> RawEnt
         accounts=(account,) if account else None,
         tabular=True,
     )
+
+
+def _fields(count: int) -> str:
+    return "1 field" if count == 1 else f"{count} fields"
 
 
 def _why(exc: Exception) -> str:

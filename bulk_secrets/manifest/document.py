@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +42,27 @@ class FromFile:
         return f"file:{self.path}"
 
 
-Source = Inline | FromEnv | FromFile
+@dataclass(frozen=True, slots=True)
+class FromCommand:
+    """A value printed by a program (a secret manager's client), run once, without a shell,
+    while the manifest is checked. ``argv``: the program and its arguments.
+
+    Only the program's name is ever shown: its arguments are references to secrets
+    (``op://vault/item``), but may hold more than that."""
+
+    argv: tuple[str, ...]
+
+    @property
+    def program(self) -> str:
+        """The program's name, without its folder."""
+        return os.path.basename(self.argv[0]) or self.argv[0]
+
+    def describe(self) -> str:
+        return f"command:{self.program}"
+
+
+Source = Inline | FromEnv | FromFile | FromCommand
+# The value columns of every format; YAML and JSON entries may also give ``fromCommand``.
 SOURCE_FIELDS = ("value", "fromEnv", "fromFile")
 
 

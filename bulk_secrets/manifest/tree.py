@@ -6,8 +6,9 @@
     account: a  |  accounts: [a, b] # optional target accounts
     apiKeys: {b: {fromEnv: VAR}}    # optional per-account API keys
     secrets:                        # a list of entries, or a {KEY: value} mapping
-      - {keyName: K, value: "v"}    # exactly one of value / fromEnv / fromFile;
-                                    # optional id, and accounts (a subset of the above)
+      - {keyName: K, value: "v"}    # exactly one of value / fromEnv / fromFile /
+                                    # fromCommand ([program, arg, ...]); optional id, and
+                                    # accounts (a subset of the above)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..naming import is_account_id, is_variable_name, key_name_problem
 from .document import (
     SOURCE_FIELDS,
     Document,
+    FromCommand,
     FromEnv,
     FromFile,
     Header,
@@ -30,7 +32,8 @@ from .document import (
 )
 
 TOP_FIELDS = ("version", "account", "accounts", "apiKeys", "secrets")
-ENTRY_FIELDS = ("keyName", *SOURCE_FIELDS, "id", "accounts")
+VALUE_FIELDS = (*SOURCE_FIELDS, "fromCommand")
+ENTRY_FIELDS = ("keyName", *VALUE_FIELDS, "id", "accounts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +122,11 @@ def _entry(node: Node, key: Node | None, out: Problems) -> RawEntry | None:
         key_name = _text(fields["keyName"], "keyName", out)
     elif key is None:
         out.error(node.line, "the entry has no keyName")
-    given = [name for name in SOURCE_FIELDS if name in fields]
+    given = [name for name in VALUE_FIELDS if name in fields]
     if not given:
-        out.error(node.line, "the entry has no value: give one of value, fromEnv or fromFile")
+        out.error(
+            node.line, "the entry has no value: give one of value, fromEnv, fromFile or fromCommand"
+        )
     elif len(given) > 1:
         out.error(fields[given[1]].line, f"give one of {' or '.join(given)}, not both")
     source = _source(given[0], fields[given[0]], out) if len(given) == 1 else None
@@ -144,6 +149,8 @@ def _backwards(key: Node, value: Node) -> bool:
 
 
 def _source(name: str, node: Node, out: Problems) -> Source | None:
+    if name == "fromCommand":
+        return _command(node, out)
     text = _text(node, name, out)
     if text is None:
         return None
@@ -153,6 +160,30 @@ def _source(name: str, node: Node, out: Problems) -> Source | None:
         out.error(node.line, f"{name} is empty")
         return None
     return FromEnv(text) if name == "fromEnv" else FromFile(text)
+
+
+def _command(node: Node, out: Problems) -> FromCommand | None:
+    """``fromCommand: [program, arg, ...]``: a list, as the program is run without a shell."""
+    if node.kind != "seq":
+        out.error(
+            node.line,
+            "fromCommand must be a list, [program, arg, ...]: it runs without a shell, so "
+            "write each argument as an item of its own",
+        )
+        return None
+    argv = _text_list(node, "fromCommand", out)
+    if argv is None:
+        return None
+    if not argv:
+        out.error(node.line, "fromCommand is empty: give at least the program, [program, ...]")
+        return None
+    if not argv[0]:
+        out.error(node.line, "the program of fromCommand is empty")
+        return None
+    if any("\x00" in arg for arg in argv):
+        out.error(node.line, "an item of fromCommand holds a NUL character")
+        return None
+    return FromCommand(argv)
 
 
 def _api_keys(node: Node, header: Header, out: Problems) -> None:

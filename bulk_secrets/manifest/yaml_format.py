@@ -21,6 +21,8 @@ length of a value.
 from __future__ import annotations
 
 import dataclasses
+import io
+import itertools
 import re
 from typing import Any, TextIO
 
@@ -31,6 +33,7 @@ from .document import Document, Header, Problems, redact
 from .tree import Node, read_tree
 
 MAX_DEPTH = 64
+_TAB_INDENT = re.compile(r"(?:[ \t]|[-?:](?=[ \t]))*\t")
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STANDARD_TAG = "tag:yaml.org,2002:"
 _STR = _STANDARD_TAG + "str"
@@ -45,15 +48,19 @@ _CORE_NOT_TEXT = re.compile(
 
 def read(stream: TextIO, out: Problems, *, max_value_bytes: int | None = None) -> Document:
     pure = issubclass(_LOADER, yaml.reader.Reader)  # PyYAML's own parser, not libyaml's
-    loader = _LOADER(stream.read() if pure else stream)
+    text = stream.read() if pure else None
+    loader = _LOADER(stream if text is None else text)
     try:
         root = _Builder(loader, max_value_bytes).document()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        line = None if mark is None else mark.line + 1
+        if mark is not None and _tab_in_indentation(_line_of(stream, text, mark.line), mark.column):
+            out.error(line, "a tab in the indentation: YAML indents with spaces")
+            return Document(Header(), iter(()))
         context = ""
         if exc.context and exc.context_mark and exc.context_mark is not mark:
             context = f" ({exc.context} at line {exc.context_mark.line + 1})"
-        line = None if mark is None else mark.line + 1
         out.error(line, redact(f"not valid YAML: {exc.problem}{context}"))
         return Document(Header(), iter(()))
     except yaml.YAMLError as exc:
@@ -65,6 +72,23 @@ def read(stream: TextIO, out: Problems, *, max_value_bytes: int | None = None) -
     finally:
         loader.dispose()
     return read_tree(root, out)
+
+
+def _line_of(stream: TextIO, text: str | None, index: int) -> str | None:
+    """Line ``index`` (from 0) of the manifest, read again; None if it cannot be."""
+    try:
+        if text is None:
+            stream.seek(0)
+        lines = stream if text is None else io.StringIO(text, newline="")
+        return next(itertools.islice(lines, index, None), None)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _tab_in_indentation(line: str | None, column: int) -> bool:
+    """Whether the parser stopped at a tab that stands in the indentation of its line, among
+    the spaces and the indicators of a list item (``-``) or a key (``?``, ``:``)."""
+    return line is not None and _TAB_INDENT.fullmatch(line[: column + 1]) is not None
 
 
 class _Builder:
