@@ -53,7 +53,7 @@ FIELDS = (
 # narrows it further). The state file, which holds fingerprints, is 0600.
 REPORT_MODE = 0o644
 
-FAILURES_KEPT = 20  # failures the summary keeps to show, whatever the run's size
+FAILURES_KEPT = 1_000  # failures the summary keeps (--output json), whatever the run's size
 
 
 @dataclass
@@ -71,10 +71,15 @@ class Summary:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     first_failures: list[Result] = field(default_factory=list)  # at most FAILURES_KEPT
+    by_account: dict[str, Counter[str]] = field(default_factory=dict)  # account -> by status
 
     def add(self, result: Result) -> None:
         status = result.status
         self.by_status[status._value_] += 1
+        counts = self.by_account.get(result.account)
+        if counts is None:
+            counts = self.by_account[result.account] = Counter()
+        counts[status._value_] += 1
         if status is not Status.NOT_ATTEMPTED:
             self.by_action[result.action._value_] += 1
         if status is Status.FAILED and len(self.first_failures) < FAILURES_KEPT:
@@ -120,14 +125,19 @@ class Summary:
             f"{self.count(status)} {status.value.replace('_', ' ')}" for status in Status
         )
         text = (
-            f"{self.total} secrets: {parts} "
-            f"({self.requests} requests, {self.retries} retries, {self.duration:.2f}s)"
+            f"{counted(self.total, 'secret')}: {parts} ({counted(self.requests, 'request')}, "
+            f"{counted(self.retries, 'retry', 'retries')}, {self.duration:.2f}s)"
         )
         if self.aborted:
             text += f"; aborted: {self.aborted}"
         elif self.stopped:
             text += f"; stopped: {self.stopped}"
         return text
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 secret``, ``2 secrets``; ``plural`` where adding ``s`` is wrong (``retries``)."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 _text = json.encoder.encode_basestring_ascii  # the C encoder json.dumps uses

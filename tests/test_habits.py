@@ -154,3 +154,19 @@ async def test_the_emulator_on_a_port_in_use_says_so_in_one_line() -> None:
     err = result.stderr.decode()
     assert result.returncode == 2
     assert err.count("\n") == 1 and "cannot listen on 127.0.0.1:" in err
+
+
+async def test_from_command_runs_only_with_allow_commands(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.yaml"
+    program = json.dumps([sys.executable, "-c", "print('from-a-program')"])
+    manifest.write_text(f"secrets:\n  - keyName: FROM_PROGRAM\n    fromCommand: {program}\n")
+    code, _, err = await run_main("apply", str(manifest), "-a", "acct")
+    assert code == 2
+    assert f"{manifest}:3" in err and "--allow-commands" in err
+    async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
+        code, out, err = await run_main(
+            "apply", str(manifest), "-a", "acct", "--allow-commands", "--base-url", server.base_url
+        )
+        assert code == 0, err
+        assert server.secrets("acct") == {"from-program": ("FROM_PROGRAM", "from-a-program")}
+    assert "from-a-program" not in out + err

@@ -32,7 +32,8 @@ from ..provision import (
 )
 from ..sandbox import sandbox
 from .output import (
-    EXIT_OK,
+    ask,
+    counted,
     exit_code_of_drift,
     exit_code_of_plan,
     print_summary,
@@ -41,6 +42,7 @@ from .output import (
     show_drift,
     show_plan,
 )
+from .progress import progress_for
 
 STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -113,11 +115,21 @@ class _Signals:
 
     def _noted(self, signum: signal.Signals, first: bool) -> None:
         if first:
-            say(f"{signum.name}: stopping; the report is being finished")
+            say(
+                f"{signum.name}: stopping; the report is being finished",
+                event="signal",
+                level="warning",
+                signal=signum.name,
+            )
             assert self._came is not None
             self._came.set()
         else:
-            say(f"{signum.name}: already stopping; the report is being finished")
+            say(
+                f"{signum.name}: already stopping; the report is being finished",
+                event="signal",
+                level="warning",
+                signal=signum.name,
+            )
 
     async def wait(self) -> str:
         assert self._came is not None
@@ -133,65 +145,83 @@ async def _command(
     stop_when: Callable[[], Awaitable[str]],
 ) -> int:
     as_json = args.output == "json"
+    observer = progress_for(args.progress)  # a usage error before anything starts
     async with AsyncExitStack() as stack:
         if args.sandbox:
             base_url, credentials = await stack.enter_async_context(sandbox())
             options = dataclasses.replace(options, base_url=base_url)
             say(
                 f"sandbox: using the built-in emulator at {base_url} "
-                "with a throwaway key; nothing leaves this machine"
+                "with a throwaway key; nothing leaves this machine",
+                event="sandbox",
+                baseUrl=base_url,
             )
         else:
             credentials = credentials_for(manifests, firectl=read_firectl_config(args.profile))
-        say(f"listing {len(manifests.accounts())} account(s) at {options.base_url}")
+        accounts = len(manifests.accounts())
+        say(
+            f"listing {counted(accounts, 'account')} at {options.base_url}",
+            event="listing",
+            accounts=accounts,
+            baseUrl=options.base_url,
+        )
         if args.command == "verify":
-            found = await verify_secrets(
-                manifests, credentials=credentials, options=options, stop_when=stop_when
-            )
+            with observer:
+                found = await verify_secrets(
+                    manifests,
+                    credentials=credentials,
+                    options=options,
+                    stop_when=stop_when,
+                    observer=observer,
+                )
             show_drift(found, as_json=as_json)
             return exit_code_of_drift(found)
         hints = _hints(args)
         if args.dry_run:  # plan, or apply --dry-run
-            planned = await plan_secrets(
-                manifests,
-                credentials=credentials,
-                options=options,
-                state=args.state,
-                only_failed=args.only_failed,
-                hints=hints,
-                stop_when=stop_when,
-            )
+            with observer:
+                planned = await plan_secrets(
+                    manifests,
+                    credentials=credentials,
+                    options=options,
+                    state=args.state,
+                    only_failed=args.only_failed,
+                    hints=hints,
+                    stop_when=stop_when,
+                    observer=observer,
+                )
             return exit_code_of_plan(planned, show_plan(planned.steps, as_json=as_json))
 
         def applying(plan: Plan) -> None:
             if plan.done_unheld:
                 say(
                     f"{plan.done_unheld} secret(s) that {args.only_failed} shows done are not in "
-                    "these manifests: is it the report of other manifests?"
+                    "these manifests: is it the report of other manifests?",
+                    event="done_not_in_manifests",
+                    level="warning",
+                    count=plan.done_unheld,
                 )
-            say(f"applying {manifests.count} secrets at {options.base_url}")
+            say(
+                f"applying {counted(manifests.count, 'secret')} at {options.base_url}",
+                event="applying",
+                secrets=manifests.count,
+                baseUrl=options.base_url,
+            )
 
-        summary = await apply_secrets(
-            manifests,
-            credentials=credentials,
-            options=options,
-            report=args.report,
-            state=args.state,
-            only_failed=args.only_failed,
-            confirm=functools.partial(_confirm, yes=args.yes),
-            on_planned=applying,
-            hints=hints,
-            stop_when=stop_when,
-        )
-    code = print_summary(summary, as_json=as_json)
-    if not summary.report_complete:
-        say(
-            f"the report {args.report} could not be written whole: make room, then run the "
-            "same command again"
-        )
-    elif code != EXIT_OK:
-        say(_again(args))
-    return code
+        with observer:
+            summary = await apply_secrets(
+                manifests,
+                credentials=credentials,
+                options=options,
+                report=args.report,
+                state=args.state,
+                only_failed=args.only_failed,
+                confirm=functools.partial(_confirm, yes=args.yes),
+                on_planned=applying,
+                hints=hints,
+                stop_when=stop_when,
+                observer=observer,
+            )
+    return print_summary(summary, as_json=as_json, report=args.report, again=_again(args))
 
 
 def _again(args: argparse.Namespace) -> str:
@@ -223,16 +253,29 @@ def _hints(args: argparse.Namespace) -> Hints:
 
 async def _confirm(plan: Plan, *, yes: bool) -> bool:
     deletions = plan.to_delete
-    say(f"--prune will delete {len(deletions)} secret(s):")
+    say(
+        f"--prune will delete {counted(len(deletions), 'secret')}:",
+        event="prune",
+        level="warning",
+        always=not yes,  # asked on a terminal: shown under --quiet too
+        count=len(deletions),
+    )
     for step in deletions:
         key_name, secret_id, _ = safe_fields(step.target)
-        say(f"  - {step.target.account}  {key_name} ({secret_id})")
+        say(
+            f"  - {step.target.account}  {key_name} ({secret_id})",
+            event="deletion",
+            level="warning",
+            always=not yes,
+            account=step.target.account,
+            keyName=key_name,
+            secretId=secret_id,
+        )
     if yes:
         return True
     if not sys.stdin.isatty():
         raise UsageError("pass --yes to confirm the deletions: there is no terminal to ask on")
-    sys.stderr.write(f"Delete these {len(deletions)} secret(s)? [y/N] ")
-    sys.stderr.flush()
+    ask(f"Delete these {len(deletions)} secret(s)? [y/N] ")
     # Waiting for the line without a thread, so that a signal ends the wait at once.
     await anyio.wait_readable(sys.stdin.fileno())
     answer = os.read(sys.stdin.fileno(), 4096).decode("utf-8", "replace")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..provision import run_blocking
 from ..sandbox import SANDBOX_KEY
+from . import logs
 from .output import EXIT_USAGE
 
 if TYPE_CHECKING:  # the emulator (aiohttp.web) loads only when it is used
@@ -16,6 +17,7 @@ if TYPE_CHECKING:  # the emulator (aiohttp.web) loads only when it is used
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("emulator", help="run the local secrets API emulator")
+    serve.set_defaults(**logs.DEFAULTS)
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )

@@ -16,7 +16,15 @@ from pathlib import Path
 
 from ..errors import BulkSecretsError, ManifestError, UsageError
 from ..firectl_config import read_firectl_config
-from ..manifest import FORMATS, MAX_VALUE_BYTES, ManifestSet, load_manifests, read_accounts_file
+from ..manifest import (
+    COMMAND_TIMEOUT,
+    CSV_DELIMITERS,
+    FORMATS,
+    MAX_VALUE_BYTES,
+    ManifestSet,
+    load_manifests,
+    read_accounts_file,
+)
 from ..naming import account_id_problem
 from ..options import (
     DEFAULT_BASE_URL,
@@ -28,7 +36,7 @@ from ..options import (
     OnExisting,
 )
 from ..sandbox import SANDBOX_ACCOUNT
-from . import api_commands, emulator_command, list_command
+from . import api_commands, emulator_command, list_command, logs, progress
 from .output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, with_hint
 from .units import parse_duration, parse_size
 
@@ -48,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     _manifest_arguments(apply)
     _api_arguments(apply)
     _plan_arguments(apply)
+    progress.add_arguments(apply)
     apply.add_argument("--dry-run", action="store_true", help="show the plan; write nothing")
     apply.add_argument("--yes", action="store_true", help="confirm --prune's deletions")
     apply.add_argument(
@@ -64,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     _manifest_arguments(plan)
     _api_arguments(plan)
     _plan_arguments(plan)
+    progress.add_arguments(plan)
     plan.set_defaults(dry_run=True, yes=False, report=None, only_failed=None)
 
     verify = commands.add_parser(
@@ -71,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _manifest_arguments(verify)
     _api_arguments(verify)
+    progress.add_arguments(verify)
     verify.set_defaults(
         on_existing=OnExisting.UPDATE.value,
         prune=False,
@@ -87,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _manifest_arguments(validate)
     _output_argument(validate, "json: print what would be written as JSON on stdout")
+    logs.add_arguments(validate)
     validate.set_defaults(sandbox=False)
     list_command.add_parser(commands, _profile_argument, _api_arguments)
     emulator_command.add_parser(commands)
@@ -134,6 +146,25 @@ def _manifest_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="the largest value, in UTF-8 bytes (512K, 1M; default: 1M); a larger one is a "
         "manifest error",
+    )
+    parser.add_argument(
+        "--allow-commands",
+        action="store_true",
+        help="run the programs fromCommand entries name, for their values (never for a "
+        "manifest you did not write, such as a pull request's)",
+    )
+    parser.add_argument(
+        "--command-timeout",
+        type=float,
+        default=COMMAND_TIMEOUT,
+        metavar="SECONDS",
+        help="how long each fromCommand may run (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        default=",",
+        help="what separates a CSV manifest's fields: ',', ';' or '\\t' (tab) (default: ,)",
     )
     _profile_argument(parser)
     targets = parser.add_mutually_exclusive_group()
@@ -206,6 +237,7 @@ def _api_arguments(parser: argparse.ArgumentParser) -> None:
     _output_argument(
         parser, "json: print the summary (for plan, the plan; for verify, the drift) on stdout"
     )
+    logs.add_arguments(parser)
     parser.add_argument(
         "--sandbox",
         action="store_true",
@@ -249,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help, or a usage error
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     args.argv = argv  # to say how to run it again
+    logs.configure_from(args)
     try:
         if args.command == "emulator":
             return emulator_command.run(args, say)
@@ -260,21 +293,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(manifests, as_json=args.output == "json")
         return api_commands.run(args, manifests)
     except ManifestError as exc:
-        say(with_hint(str(exc)))
+        say(with_hint(str(exc)), event="manifest_error", level="error")
         return EXIT_USAGE
     except (UsageError, ValueError) as exc:
-        say(with_hint(f"error: {exc}"))
+        say(with_hint(f"error: {exc}"), event="usage_error", level="error")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        say("interrupted")
+        say("interrupted", event="interrupted", level="error")
         return EXIT_INTERRUPTED
     except BulkSecretsError as exc:
-        say(f"error: {exc}")
+        say(f"error: {exc}", event="error", level="error")
         return EXIT_FAILED
 
 
 def main_entry() -> None:
     sys.exit(main())
+
+
+def _delimiter(text: str) -> str:
+    delimiter = {"\\t": "\t", "tab": "\t"}.get(text, text)
+    if delimiter not in CSV_DELIMITERS:
+        raise argparse.ArgumentTypeError("use ',', ';' or '\\t' (tab)")
+    return delimiter
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -312,10 +352,13 @@ def _load(args: argparse.Namespace) -> ManifestSet:
         accounts=accounts,
         default_accounts=default,
         max_value_bytes=args.max_value_size,
+        allow_commands=args.allow_commands,
+        command_timeout=args.command_timeout,
+        csv_delimiter=args.delimiter,
     )
     for manifest in manifests:
         for warning in manifest.warnings:
-            say(str(warning))
+            say(str(warning), event="manifest_warning", level="warning")
     return manifests
 
 
@@ -328,7 +371,12 @@ def _validate(manifests: ManifestSet, *, as_json: bool) -> int:
         ]  # fmt: skip
         print(json.dumps({"valid": True, "secrets": targets}, indent=2))
         accounts = {t["account"] for t in targets}
-        say(f"valid: {len(targets)} secrets for {len(accounts)} account(s); nothing was sent")
+        say(
+            f"valid: {len(targets)} secrets for {len(accounts)} account(s); nothing was sent",
+            event="valid",
+            secrets=len(targets),
+            accounts=len(accounts),
+        )
         return EXIT_OK
     rows = [("ACCOUNT", "KEY NAME", "SECRET ID", "SOURCE", "WHERE")]
     for manifest in manifests:
@@ -340,5 +388,10 @@ def _validate(manifests: ManifestSet, *, as_json: bool) -> int:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         print("  ".join([*cells, row[4]]))
     accounts = {row[0] for row in rows[1:]}
-    say(f"valid: {len(rows) - 1} secrets for {len(accounts)} account(s); nothing was sent")
+    say(
+        f"valid: {len(rows) - 1} secrets for {len(accounts)} account(s); nothing was sent",
+        event="valid",
+        secrets=len(rows) - 1,
+        accounts=len(accounts),
+    )
     return EXIT_OK

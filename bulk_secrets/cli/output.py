@@ -4,15 +4,17 @@ drift and summaries as text or JSON."""
 from __future__ import annotations
 
 import json
-import re
-import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
-from ..models import Status, Step, Target
+from ..models import Result, Status, Step, Target
 from ..planner import Drift
 from ..provision import PlannedSteps
 from ..report import Summary
+from . import logs
+from .logs import Level
+from .logs import printable as printable  # the commands import it from here
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -21,6 +23,7 @@ EXIT_ABORTED = 3
 EXIT_INTERRUPTED = 130
 
 ACCOUNTS_NAMED = 20  # accounts named on stderr with why they stopped, at most
+FAILURES_SHOWN = 20  # failures named on stderr as text, at most (a JSON log names all kept)
 _MARKS = {"create": "+", "update": "~", "delete": "-", "skip": "=", "fail": "!", "unreachable": "?"}
 # The library says what happened; the CLI adds the flag that helps.
 _HINTS = {
@@ -32,27 +35,28 @@ _HINTS = {
 }
 
 
-# What must not reach a terminal raw from a server or a manifest: C0 controls (ESC starts the
-# ANSI sequences), DEL, C1, and the bidirectional overrides that reorder what is shown.
-_UNSAFE = "\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
-_UNSAFE_IN_TEXT = re.compile(f"[{_UNSAFE}]")
-_UNSAFE_IN_FIELD = re.compile(f"[{_UNSAFE}\t\n]")
+def say(
+    text: str,
+    *,
+    event: str = "message",
+    level: Level = "info",
+    always: bool = False,
+    **fields: Any,
+) -> None:
+    """Tell the user ``text`` on stderr, as the event ``event`` with ``fields`` in a JSON log
+    (see :mod:`.logs`); control characters in it are escaped. Under ``--quiet`` only an error,
+    or what is said ``always``, is written."""
+    logs.emit(event, text, level=level, always=always, **fields)
 
 
-def printable(text: str, *, field: bool = False) -> str:
-    """``text`` with every control character written as an escape (``\x1b``); a ``field``
-    (one name, id or reason) keeps no newline or tab either, so it cannot fake a line."""
-    pattern = _UNSAFE_IN_FIELD if field else _UNSAFE_IN_TEXT
-    return pattern.sub(_escape, text)
+def ask(question: str) -> None:
+    """Ask on stderr, with no newline, pausing a live progress display (see :func:`logs.ask`)."""
+    logs.ask(question)
 
 
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def say(text: str) -> None:
-    print(f"bulk-secrets: {printable(text)}", file=sys.stderr, flush=True)
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 secret``, ``2 secrets``; ``plural`` where adding ``s`` is wrong (``retries``)."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 def with_hint(message: str) -> str:
@@ -64,29 +68,154 @@ def _hints(message: str) -> list[str]:
     return [hint for words, hint in _HINTS.items() if words in message]
 
 
-def print_summary(summary: Summary, *, as_json: bool) -> int:
-    """The accounts that stopped (each once, with why), the first failures and the summary on
-    stderr (and as JSON on stdout); the exit code."""
+def print_summary(
+    summary: Summary,
+    *,
+    as_json: bool,
+    report: Path | None = None,
+    again: str | None = None,
+) -> int:
+    """The end of a run on stderr: the accounts that stopped (each once, with why), the first
+    failures, the flags that help, a line per account (when more than one), the summary, and
+    then what to do next (``report`` that could not be written whole, else ``again``, the
+    command that runs again what is left); the summary as JSON on stdout too with
+    ``as_json``. Returns the exit code.
+
+    Under ``--quiet`` a run where every secret succeeded prints nothing. In a JSON log every
+    stopped account and every failure kept is an event, and the summary is the last event."""
+    code = _exit_code(summary)
+    json_log = logs.settings().json
+    loud = code != EXIT_OK  # written under --quiet too
     stopped = list(summary.stopped_accounts.items())
-    for account, why in stopped[:ACCOUNTS_NAMED]:
-        say(f"account {account}: {printable(why, field=True)}")
-    if len(stopped) > ACCOUNTS_NAMED:
-        say(f"... and {len(stopped) - ACCOUNTS_NAMED} more accounts stopped: see --report")
-    for failure in summary.first_failures:
-        error = printable(failure.error or "", field=True)
-        say(f"failed: {failure.account} {failure.key_name} ({failure.location}): {error}")
+    named = stopped if json_log else stopped[:ACCOUNTS_NAMED]
+    for account, why in named:
+        say(
+            f"account {account}: {printable(why, field=True)}",
+            event="account_stopped",
+            level="error",
+            account=account,
+            reason=why,
+        )
+    if len(stopped) > len(named):
+        more = len(stopped) - len(named)
+        say(
+            f"... and {more} more accounts stopped: see --report",
+            event="more_accounts_stopped",
+            level="error",
+            count=more,
+        )
+    kept = summary.first_failures
+    shown = kept if json_log else kept[:FAILURES_SHOWN]
+    for failure in shown:
+        fields = _failure_record(failure)  # escaped: a keyName may come from a server
+        say(
+            f"failed: {fields['account']} {fields['keyName']} ({fields['location']}): "
+            f"{fields['error']}",
+            event="failed",
+            level="error",
+            **fields,
+        )
     failed = summary.count(Status.FAILED)
-    if failed > len(summary.first_failures):
-        say(f"... and {failed - len(summary.first_failures)} more failed: see --report")
-    reasons = (failure.error or "" for failure in summary.first_failures)
+    if failed > len(shown):
+        more = failed - len(shown)
+        say(
+            f"... and {more} more failed: see --report",
+            event="more_failed",
+            level="error",
+            count=more,
+        )
+    reasons = (failure.error or "" for failure in shown)
     for hint in dict.fromkeys(hint for reason in reasons for hint in _hints(reason)):
-        say(f"hint: {hint}")
-    say(summary.line())
+        say(f"hint: {hint}", event="hint", always=loud)
+    if not json_log and len(summary.by_account) > 1:
+        _say_accounts(summary, loud=loud)
+    after: list[tuple[str, str, Level]] = []
+    if not summary.report_complete:
+        after.append(
+            (
+                f"the report {report} could not be written whole: make room, then run the "
+                "same command again",
+                "report_incomplete",
+                "error",
+            )
+        )
+    elif loud and again:
+        after.append((again, "run_again", "info"))
+    if json_log:  # the summary is the last event
+        for text, event, said_as in after:
+            say(text, event=event, level=said_as, always=loud)
+    level: Level = "info" if code == EXIT_OK else "error" if summary.aborted else "warning"
+    record = summary.to_record() | {"byAccount": _by_account(summary)}
+    say(summary.line(), event="summary", level=level, always=loud, **record)
+    if not json_log:
+        for text, event, said_as in after:
+            say(text, event=event, level=said_as, always=loud)
     if as_json:
-        print(json.dumps(summary.to_record(), indent=2))
+        print(json.dumps(summary_record(summary), indent=2))
+    return code
+
+
+def summary_record(summary: Summary) -> dict[str, Any]:
+    """The summary for ``--output json``: its counts, ``byAccount`` (each account's counts
+    by status) and ``failures`` (the first kept: account, keyName, secretId, location,
+    error)."""
+    return summary.to_record() | {
+        "byAccount": _by_account(summary),
+        "failures": [_failure_record(failure) for failure in summary.first_failures],
+    }
+
+
+def _exit_code(summary: Summary) -> int:
     if summary.aborted:
         return EXIT_ABORTED
     return EXIT_OK if summary.all_succeeded else EXIT_FAILED
+
+
+def _by_account(summary: Summary) -> dict[str, dict[str, int]]:
+    return {
+        account: {status.value: counts[status.value] for status in Status}
+        for account, counts in sorted(summary.by_account.items())
+    }
+
+
+def _failure_record(failure: Result) -> dict[str, Any]:
+    return {
+        "account": printable(failure.account, field=True),
+        "keyName": printable(failure.key_name, field=True),
+        "secretId": printable(failure.secret_id, field=True),
+        "location": printable(failure.location, field=True),
+        "error": printable(failure.error or "", field=True),
+    }
+
+
+def _say_accounts(summary: Summary, *, loud: bool) -> None:
+    """A line per account with its counts; past ``ACCOUNTS_NAMED``, those with something
+    not done first."""
+
+    by_account = summary.by_account
+
+    def done(account: str) -> bool:
+        counts = by_account[account]
+        return not (counts[Status.FAILED.value] or counts[Status.NOT_ATTEMPTED.value])
+
+    accounts = sorted(by_account)
+    if len(accounts) > ACCOUNTS_NAMED:
+        accounts = sorted(sorted(accounts, key=done)[:ACCOUNTS_NAMED])
+    for account in accounts:
+        counts = by_account[account]
+        parts = [
+            f"{counts[status.value]} {status.value.replace('_', ' ')}"
+            for status in Status
+            if counts[status.value] or status is Status.SUCCEEDED
+        ]
+        say(f"{account}: {', '.join(parts)}", event="account_summary", always=loud)
+    more = len(by_account) - len(accounts)
+    if more:
+        say(
+            f"... and {counted(more, 'more account')}: see --output json or --report",
+            event="account_summary",
+            always=loud,
+        )
 
 
 def category(step: Step) -> str:
@@ -127,7 +256,14 @@ def show_plan(steps: list[Step], *, as_json: bool) -> Counter[str]:
         print(json.dumps(plan_record(steps), indent=2))
     else:
         _print_plan(steps, counts)
-    say(f"plan: {counts_line(counts)}; nothing was written")
+    trouble = bool(counts["fail"] or counts["unreachable"])
+    say(
+        f"plan: {counts_line(counts)}; nothing was written",
+        event="plan",
+        level="warning" if trouble else "info",
+        always=trouble,
+        counts=dict(sorted(counts.items())),
+    )
     return counts
 
 
@@ -166,8 +302,16 @@ def show_drift(found: Drift, *, as_json: bool) -> None:
         _print_drift(found)
     say(
         f"verify: {len(found.missing)} missing, {len(found.renamed)} with another keyName, "
-        f"{len(found.unexpected)} unexpected, {len(found.unreachable)} account(s) unreachable. "
-        "Values cannot be read back from the API, so only names were checked."
+        f"{len(found.unexpected)} unexpected, "
+        f"{counted(len(found.unreachable), 'account')} unreachable. "
+        "Values cannot be read back from the API, so only names were checked.",
+        event="verify",
+        level="info" if found.clean else "warning",
+        always=not found.clean,
+        missing=len(found.missing),
+        renamed=len(found.renamed),
+        unexpected=len(found.unexpected),
+        unreachable=len(found.unreachable),
     )
 
 
