@@ -222,7 +222,7 @@ async def test_validate_lists_targets_without_values_and_sends_nothing(tmp_path:
     assert lines[0].split() == ["ACCOUNT", "KEY", "NAME", "SECRET", "ID", "SOURCE", "WHERE"]
     assert len(lines) == 1 + 6
     assert {line.split()[0] for line in lines[1:]} == {"team-a", "team-b"}
-    assert "6 secrets for 2 account(s)" in err
+    assert "6 secrets for 2 accounts" in err
     assert CANARY not in out + err
 
 

@@ -132,7 +132,7 @@ async def test_ctrl_c_at_the_prune_prompt_exits_130_at_once_with_nothing_changed
             async with await anyio.open_process(
                 command, stdin=follower, env=cli_env(), cwd=ROOT
             ) as process:
-                await read_until(process, "Delete these 1 secret(s)? [y/N]")
+                await read_until(process, "Delete this 1 secret? [y/N]")
                 process.send_signal(signal.SIGINT)
                 with anyio.fail_after(30):
                     assert await process.wait() == 130
@@ -227,4 +227,4 @@ async def test_only_failed_with_a_report_of_other_manifests_says_so(tmp_path: Pa
         assert code == 0
         code, _, err = await run_main("apply", str(mine), *base, "--only-failed", str(report))
     assert code == 0, err
-    assert f"5 secret(s) that {report} shows done are not in these manifests" in err
+    assert f"5 secrets that {report} shows done are not in these manifests" in err

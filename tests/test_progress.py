@@ -349,6 +349,6 @@ async def test_the_prune_question_is_asked_below_a_paused_display(tmp_path: Path
     screen = Screen(text)
     assert screen.cursor_shown
     shown = screen.text()
-    asked = next(i for i, line in enumerate(shown) if "Delete these 1 secret(s)? [y/N]" in line)
-    assert shown[asked].startswith("Delete these")  # on a line of its own
+    asked = next(i for i, line in enumerate(shown) if "Delete this 1 secret? [y/N]" in line)
+    assert shown[asked].startswith("Delete this")  # on a line of its own
     assert shown[asked - 1].startswith("listed 1 account")  # the paused frame, above

@@ -194,8 +194,8 @@ async def _command(
         def applying(plan: Plan) -> None:
             if plan.done_unheld:
                 say(
-                    f"{plan.done_unheld} secret(s) that {args.only_failed} shows done are not in "
-                    "these manifests: is it the report of other manifests?",
+                    f"{counted(plan.done_unheld, 'secret')} that {args.only_failed} shows done "
+                    "are not in these manifests: is it the report of other manifests?",
                     event="done_not_in_manifests",
                     level="warning",
                     count=plan.done_unheld,
@@ -275,7 +275,8 @@ async def _confirm(plan: Plan, *, yes: bool) -> bool:
         return True
     if not sys.stdin.isatty():
         raise UsageError("pass --yes to confirm the deletions: there is no terminal to ask on")
-    ask(f"Delete these {len(deletions)} secret(s)? [y/N] ")
+    these = "this" if len(deletions) == 1 else "these"
+    ask(f"Delete {these} {counted(len(deletions), 'secret')}? [y/N] ")
     # Waiting for the line without a thread, so that a signal ends the wait at once.
     await anyio.wait_readable(sys.stdin.fileno())
     answer = os.read(sys.stdin.fileno(), 4096).decode("utf-8", "replace")

@@ -35,6 +35,7 @@ from ..options import (
     DEFAULT_TIMEOUT,
     OnExisting,
 )
+from ..report import counted
 from ..sandbox import SANDBOX_ACCOUNT
 from . import api_commands, emulator_command, list_command, logs, progress
 from .output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, with_hint
@@ -372,7 +373,8 @@ def _validate(manifests: ManifestSet, *, as_json: bool) -> int:
         print(json.dumps({"valid": True, "secrets": targets}, indent=2))
         accounts = {t["account"] for t in targets}
         say(
-            f"valid: {len(targets)} secrets for {len(accounts)} account(s); nothing was sent",
+            f"valid: {counted(len(targets), 'secret')} for {counted(len(accounts), 'account')}; "
+            "nothing was sent",
             event="valid",
             secrets=len(targets),
             accounts=len(accounts),
@@ -389,7 +391,8 @@ def _validate(manifests: ManifestSet, *, as_json: bool) -> int:
         print("  ".join([*cells, row[4]]))
     accounts = {row[0] for row in rows[1:]}
     say(
-        f"valid: {len(rows) - 1} secrets for {len(accounts)} account(s); nothing was sent",
+        f"valid: {counted(len(rows) - 1, 'secret')} for {counted(len(accounts), 'account')}; "
+        "nothing was sent",
         event="valid",
         secrets=len(rows) - 1,
         accounts=len(accounts),

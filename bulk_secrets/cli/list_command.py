@@ -15,6 +15,7 @@ from ..naming import account_id_problem
 from ..options import ApplyOptions
 from ..planner import Listing
 from ..provision import api_key_from, list_secrets, run_blocking
+from ..report import counted
 from ..sandbox import sandbox
 from .api_commands import options_from
 from .output import EXIT_FAILED, EXIT_OK, printable, say
@@ -83,5 +84,6 @@ def show(found: dict[str, Listing], *, as_json: bool) -> int:
     unreachable = {a: listing.problem for a, listing in found.items() if listing.problem}
     for account, why in unreachable.items():
         say(f"account {account}: {printable(why or '', field=True)}")
-    say(f"{len(rows)} secret(s) in {len(found) - len(unreachable)} account(s)")
+    listed = len(found) - len(unreachable)
+    say(f"{counted(len(rows), 'secret')} in {counted(listed, 'account')}")
     return EXIT_FAILED if unreachable else EXIT_OK
