@@ -255,17 +255,18 @@ async def test_manifest_from_stdin(tmp_path: Path) -> None:
 
 
 async def test_converges_through_every_fault_at_once(tmp_path: Path) -> None:
-    """5xx, dropped connections and write-then-fail at 15% each, and 429 with Retry-After.
+    """5xx, dropped connections and write-then-fail at 10% each, and 429 with Retry-After.
 
     The 429s say ``Retry-After: 0`` so that this process test does not wait in real time;
-    ``test_apply`` meets whole seconds of Retry-After on a virtual clock."""
+    ``test_apply`` meets whole seconds of Retry-After, at 15% of each fault, on a virtual
+    clock."""
     manifest = write_yaml_manifest(tmp_path / "m.yaml", 300)
     report = tmp_path / "r.json"
     faults = Faults(
         seed=11,
-        error_rate=0.15,
-        drop_rate=0.15,
-        write_then_fail_rate=0.15,
+        error_rate=0.1,
+        drop_rate=0.1,
+        write_then_fail_rate=0.1,
         rate_limit=200.0,
         burst=20,
         retry_after=True,
