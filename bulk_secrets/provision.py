@@ -166,7 +166,7 @@ async def list_secrets(
     run = _Run(
         _Accounts(accounts),
         credentials=credentials,
-        options=options or ApplyOptions(),
+        options=options,
         clock=SYSTEM_CLOCK,
         stop_when=stop_when,
     )
@@ -227,9 +227,9 @@ async def apply_secrets(
     if state is not None:
         check_state_path(Path(state))
     run = _Run(
-        _source(source),
+        source,
         credentials=credentials,
-        options=options or ApplyOptions(),
+        options=options,
         state=state,
         only_failed=only_failed,
         hints=hints,
@@ -280,9 +280,9 @@ async def plan_secrets(
 ) -> PlannedSteps:
     """List every account and decide what :func:`apply_secrets` would do; write nothing."""
     run = _Run(
-        _source(source),
+        source,
         credentials=credentials,
-        options=options or ApplyOptions(),
+        options=options,
         state=state,
         only_failed=only_failed,
         hints=hints,
@@ -309,9 +309,9 @@ async def verify_secrets(
     """List every account and compare what it holds with the source, by name (values cannot
     be read back)."""
     run = _Run(
-        _source(source),
+        source,
         credentials=credentials,
-        options=options or ApplyOptions(),
+        options=options,
         clock=clock,
         stop_when=stop_when,
         observer=observer,
@@ -382,10 +382,10 @@ class _Run:
 
     def __init__(
         self,
-        source: SecretSource,
+        source: Source,
         *,
         credentials: Credentials,
-        options: ApplyOptions,
+        options: ApplyOptions | None,
         state: PathLike | None = None,
         only_failed: PathLike | None = None,
         hints: Hints | None = None,
@@ -393,9 +393,9 @@ class _Run:
         stop_when: Callable[[], Awaitable[str]] | None = None,
         observer: Observer = QUIET,
     ) -> None:
-        self.source = source
+        self.source = source = _source(source)
         self._observer = observer
-        self._options = options
+        self._options = options = options or ApplyOptions()
         self._state = None if state is None else State(Path(state), credentials)
         self._done = None if only_failed is None else read_done(Path(only_failed)).keys
         self._client = SecretsClient(
