@@ -170,3 +170,11 @@ async def test_from_command_runs_only_with_allow_commands(tmp_path: Path) -> Non
         assert code == 0, err
         assert server.secrets("acct") == {"from-program": ("FROM_PROGRAM", "from-a-program")}
     assert "from-a-program" not in out + err
+
+
+@pytest.mark.parametrize("command", ["apply", "plan", "verify"])
+async def test_help_says_why_the_key_is_never_a_flag(command: str) -> None:
+    code, out, _ = await run_main(command, "--help")
+    assert code == 0
+    assert "The API key is never a flag" in out
+    assert "--api-key" not in out

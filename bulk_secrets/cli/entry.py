@@ -41,19 +41,25 @@ from . import api_commands, emulator_command, list_command, logs, progress
 from .output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, with_hint
 from .units import parse_duration, parse_size
 
+KEY_NOTE = (
+    "The API key is never a flag: a command line shows in ps, in shell history and in CI logs. "
+    "It comes from a manifest's apiKeys, else $FIREWORKS_API_KEY, else firectl's "
+    "~/.fireworks/auth.ini (firectl set-api-key; --profile for another)."
+)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bulk-secrets",
         description="Provision Fireworks AI account secrets in bulk from manifests.",
-        epilog="The API key is never a flag: a command line shows in ps, in shell history and "
-        "in CI logs. It comes from a manifest's apiKeys, else $FIREWORKS_API_KEY, else "
-        "firectl's ~/.fireworks/auth.ini (firectl set-api-key; --profile for another).",
+        epilog=KEY_NOTE,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    apply = commands.add_parser("apply", help="converge the accounts to the manifests")
+    apply = commands.add_parser(
+        "apply", help="converge the accounts to the manifests", epilog=KEY_NOTE
+    )
     _manifest_arguments(apply)
     _api_arguments(apply)
     _plan_arguments(apply)
@@ -70,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run again only what an earlier report of these manifests did not finish",
     )
 
-    plan = commands.add_parser("plan", help="show what apply would do; write nothing")
+    plan = commands.add_parser(
+        "plan", help="show what apply would do; write nothing", epilog=KEY_NOTE
+    )
     _manifest_arguments(plan)
     _api_arguments(plan)
     _plan_arguments(plan)
@@ -78,7 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     plan.set_defaults(dry_run=True, yes=False, report=None, only_failed=None)
 
     verify = commands.add_parser(
-        "verify", help="check that each account holds the manifests' secrets (exit 1 on drift)"
+        "verify",
+        help="check that each account holds the manifests' secrets (exit 1 on drift)",
+        epilog=KEY_NOTE,
     )
     _manifest_arguments(verify)
     _api_arguments(verify)
