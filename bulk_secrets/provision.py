@@ -47,6 +47,7 @@ from .ratelimit import Rates
 from .report import ReportSink, Summary, check_report_path, open_report, read_done
 from .retry import RetryPolicy
 from .runner import Runner
+from .sharding import Shard
 from .state import State, check_state_path
 
 T = TypeVar("T")
@@ -75,6 +76,11 @@ class SecretSource(Protocol):
     @property
     def excluded_count(self) -> int: ...
 
+    @property
+    def shard(self) -> Shard | None:
+        """The shard of the accounts the source was read for, if one."""
+        ...
+
     def accounts(self) -> list[str]: ...
 
     def targets(self) -> Iterable[Target]: ...
@@ -96,6 +102,7 @@ class SpecList:
         self.started = time.monotonic()
         self.count = len(specs)
         self.excluded_count = 0
+        self.shard: Shard | None = None
 
     def accounts(self) -> list[str]:
         return list(dict.fromkeys(spec.account for spec in self._specs))
@@ -414,6 +421,7 @@ class _Run:
         self._stop_when = stop_when
         self._policy = Policy(options.on_existing, hints)
         self._summary = Summary(started=source.started)
+        self._summary.shard = None if source.shard is None else str(source.shard)
 
     async def __aenter__(self) -> Self:
         if self._options.deadline is not None:

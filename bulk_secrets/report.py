@@ -68,6 +68,7 @@ class Summary:
     stopped: str | None = None  # the run itself failed (a manifest changed, a bug)
     stopped_accounts: dict[str, str] = field(default_factory=dict)  # account -> why it stopped
     report_complete: bool = True  # False: the report could not be written whole
+    shard: str | None = None  # "K/N" when the run took one shard of the accounts
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     first_failures: list[Result] = field(default_factory=list)  # at most FAILURES_KEPT
@@ -117,6 +118,7 @@ class Summary:
             "durationSeconds": round(self.duration, 3),
             "aborted": self.aborted,
             "stopped": self.stopped,
+            "shard": self.shard,
         }
 
     def line(self) -> str:
@@ -132,7 +134,7 @@ class Summary:
             text += f"; aborted: {self.aborted}"
         elif self.stopped:
             text += f"; stopped: {self.stopped}"
-        return text
+        return text if self.shard is None else f"shard {self.shard}: {text}"
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:

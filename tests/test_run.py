@@ -91,6 +91,7 @@ class _Changing:
         self.started = 0.0
         self.count = len(wanted)
         self.excluded_count = 0
+        self.shard = None
 
     def accounts(self) -> list[str]:
         return [ACCOUNT]

@@ -37,6 +37,7 @@ from ..options import (
 )
 from ..report import counted
 from ..sandbox import SANDBOX_ACCOUNT
+from ..sharding import Shard, parse_shard
 from . import api_commands, emulator_command, list_command, logs, progress
 from .output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, with_hint
 from .units import parse_duration, parse_size
@@ -177,6 +178,13 @@ def _manifest_arguments(parser: argparse.ArgumentParser) -> None:
         default=",",
         help="what separates a CSV manifest's fields: ',', ';' or '\\t' (tab) (default: ,)",
     )
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="K/N",
+        help="take only shard K of N of the accounts (each account, by a stable hash of its id, "
+        "to exactly one shard): one process of a Kubernetes Indexed Job or a CI matrix",
+    )
     _profile_argument(parser)
     targets = parser.add_mutually_exclusive_group()
     targets.add_argument(
@@ -300,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             return list_command.run(args)
         manifests = _load(args)
+        if args.shard is not None and not manifests.accounts():
+            say(f"shard {args.shard} holds none of the manifests' accounts: nothing to do")
+            return EXIT_OK
         if args.command == "validate":
             return _validate(manifests, as_json=args.output == "json")
         return api_commands.run(args, manifests)
@@ -319,6 +330,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def main_entry() -> None:
     sys.exit(main())
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _delimiter(text: str) -> str:
@@ -366,6 +384,7 @@ def _load(args: argparse.Namespace) -> ManifestSet:
         allow_commands=args.allow_commands,
         command_timeout=args.command_timeout,
         csv_delimiter=args.delimiter,
+        shard=args.shard,
     )
     for manifest in manifests:
         for warning in manifest.warnings:

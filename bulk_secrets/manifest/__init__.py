@@ -39,6 +39,7 @@ from ..naming import (
     secret_id_for,
     secret_id_problem,
 )
+from ..sharding import Shard
 from . import commands, csv_format, dotenv_format, json_format, yaml_format
 from .document import (
     Document,
@@ -100,6 +101,15 @@ class _CheckedEntry:
     accounts: tuple[str, ...]
     excluded: tuple[str, ...] = ()
 
+    def in_shard(self, shard: Shard) -> _CheckedEntry:
+        """The entry for the accounts of ``shard`` only: the others are another shard's."""
+        return _CheckedEntry(
+            self.raw,
+            self.secret_id,
+            tuple(a for a in self.accounts if shard.holds(a)),
+            tuple(a for a in self.excluded if shard.holds(a)),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class _PendingCommand:
@@ -127,6 +137,7 @@ class Manifest:
         max_value_bytes: int = MAX_VALUE_BYTES,
         allow_commands: bool = False,
         csv_delimiter: str = ",",
+        shard: Shard | None = None,
     ) -> None:
         self.path = path
         self.format = format
@@ -140,6 +151,7 @@ class Manifest:
         self.warnings: list[Problem] = []
         self.api_keys: dict[str, str] = {}
         self._override = None if override is None else tuple(override)
+        self.shard = shard  # the shard of the accounts it was read for
         self._default = tuple(default_accounts)
         self._env = env
         self._text = text
@@ -266,7 +278,7 @@ class Manifest:
         for raw in document.entries:
             entry = self._check_entry(raw, header, (base, left_out), out, untargeted)
             if entry is not None:
-                yield entry
+                yield entry if self.shard is None else entry.in_shard(self.shard)
         if untargeted:
             count = len(untargeted)
             secrets, them = (
@@ -621,6 +633,7 @@ def load_manifests(
     allow_commands: bool = False,
     command_timeout: float = COMMAND_TIMEOUT,
     csv_delimiter: str = ",",
+    shard: Shard | None = None,
 ) -> ManifestSet:
     """Read and check manifests; raise :class:`ManifestError` listing every problem in them.
 
@@ -632,7 +645,8 @@ def load_manifests(
     ``fromCommand`` entries run their program only with ``allow_commands`` (else each is a
     problem: a manifest from an untrusted pull request must not run programs), once each, here,
     at most 8 at a time, each within ``command_timeout`` seconds. CSV fields are separated by
-    ``csv_delimiter``: ``,`` (the default), ``;`` or a tab.
+    ``csv_delimiter``: ``,`` (the default), ``;`` or a tab. With ``shard``, only the accounts
+    of that shard are targeted; the others' secrets are another shard's, not this run's.
     """
     if max_value_bytes < 1:
         raise UsageError(f"the value size limit must be at least 1 byte, not {max_value_bytes}")
@@ -647,6 +661,7 @@ def load_manifests(
     if accounts is not None:
         accounts = list(dict.fromkeys(accounts))
     manifests = ManifestSet()
+    manifests.shard = shard
     outs: list[Problems] = []  # the problems of each path, in order
     checked: list[tuple[Manifest, Problems]] = []
     ids = _IdRegistry()
@@ -671,6 +686,7 @@ def load_manifests(
             max_value_bytes=max_value_bytes,
             allow_commands=allow_commands,
             csv_delimiter=csv_delimiter,
+            shard=shard,
         )
         out = Problems(manifest.name)
         manifest.check(out, ids)
@@ -707,6 +723,7 @@ class ManifestSet:
     def __init__(self) -> None:
         self.manifests: list[Manifest] = []
         self.started = time.monotonic()
+        self.shard: Shard | None = None  # the shard of the accounts it was read for
 
     def __iter__(self) -> Iterator[Manifest]:
         return iter(self.manifests)
