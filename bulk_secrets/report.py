@@ -15,7 +15,8 @@ CSV report that is a symlink is replaced the same way. A write that fails (disk 
 raises :class:`ReportWriteFailed`, once; the report then takes no more writes, and a JSON report
 leaves the previous one at ``PATH`` as it was.
 
-:func:`read_done` reads what any run leaves, finished or killed, for ``--only-failed``.
+:func:`read_done` reads what any run leaves, finished or killed, for ``--only-failed``;
+:func:`read_results` reads every result of one the same way, for ``bulk-secrets report``.
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self
 
 from .errors import ReportWriteFailed, UsageError
 from .files import check_writable, create_new
-from .models import Result, Status
+from .models import Action, Result, Status
 
 FIELDS = (
     "account",
@@ -406,24 +407,56 @@ def read_done(path: Path) -> Done:
     source, kind = _to_read(path)
     keys: set[tuple[str, str]] = set()
     total = 0
+    with _reading(source) as file:
+        for where, record in _records_of(file, kind):
+            result = _result_of(where, record)
+            if result is None:
+                continue  # a JSONL report's summary line
+            account, secret_id, status = result
+            total += 1
+            if status in _DONE:
+                keys.add((account, secret_id))
+    return Done(frozenset(keys), total, source)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportResults:
+    """Every result of one report, read one at a time, in the report's order, as
+    :func:`read_done` reads it: finished or left by a killed run. ``source`` is the file read (a
+    JSON report's ``.partial`` when its run did not finish). Iterating reads the file again;
+    a file that cannot be read, or a result that is not whole, raises :class:`UsageError`
+    naming ``source``."""
+
+    source: Path
+    kind: str
+
+    def __iter__(self) -> Iterator[Result]:
+        with _reading(self.source) as file:
+            for where, record in _records_of(file, self.kind):
+                if _result_of(where, record) is not None:  # not a JSONL report's summary
+                    yield _whole_result(where, record)
+
+
+def read_results(path: Path) -> ReportResults:
+    """The results of the report named ``path``, of any format, finished or left by a killed
+    run (see :func:`read_done`): every field a report writes, as a :class:`Result`."""
+    source, kind = _to_read(path)
+    return ReportResults(source, kind)
+
+
+@contextmanager
+def _reading(source: Path) -> Iterator[IO[str]]:
+    """``source`` open to read; what goes wrong reading it is a :class:`UsageError` naming it."""
     try:
         # A kill may cut the last character in two: its row is passed over, or it is an error.
         with source.open(encoding="utf-8", errors="replace", newline="") as file:
-            for where, record in _records_of(file, kind):
-                result = _result_of(where, record)
-                if result is None:
-                    continue  # a JSONL report's summary line
-                account, secret_id, status = result
-                total += 1
-                if status in _DONE:
-                    keys.add((account, secret_id))
+            yield file
     except OSError as exc:
         raise UsageError(f"report {source}: cannot read it: {exc.strerror}") from exc
     except (ValueError, csv.Error) as exc:  # json.JSONDecodeError is a ValueError
         raise UsageError(
             f"report {source}: cannot read it as a bulk-secrets report ({exc})"
         ) from exc
-    return Done(frozenset(keys), total, source)
 
 
 def _to_read(path: Path) -> tuple[Path, str]:
@@ -509,3 +542,49 @@ def _result_of(where: str, record: Any) -> tuple[str, str, str] | None:
         if isinstance(account, str) and isinstance(secret_id, str) and isinstance(status, str):
             return account, secret_id, status
     raise ValueError(f"{where}: not a bulk-secrets result")
+
+
+_ACTIONS = frozenset(action.value for action in Action)
+_STATUSES = frozenset(status.value for status in Status)
+
+
+def _whole_result(where: str, record: dict[str, Any]) -> Result:
+    """A result with every field a report writes; a CSV report's are text (an empty cell is
+    null). ``location``, ``httpStatus``, ``attempts`` and ``error`` may be missing."""
+
+    def text(name: str) -> str:
+        value = record.get(name)
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: no {name}")
+        return value
+
+    def number(name: str) -> int | None:
+        value = record.get(name)
+        if value is None or value == "":
+            return None
+        if isinstance(value, str) and value.isascii() and value.isdigit():
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        raise ValueError(f"{where}: {name} is not a number")
+
+    account, key_name, secret_id = text("account"), text("keyName"), text("secretId")
+    action, status = text("action"), text("status")
+    if action not in _ACTIONS:
+        raise ValueError(f"{where}: unknown action {action!r}")
+    if status not in _STATUSES:
+        raise ValueError(f"{where}: unknown status {status!r}")
+    location, error = record.get("location"), record.get("error")
+    if not isinstance(location, str | None) or not isinstance(error, str | None):
+        raise ValueError(f"{where}: location and error must be text")
+    return Result(
+        account=account,
+        key_name=key_name,
+        secret_id=secret_id,
+        location=location or "",
+        action=Action(action),
+        status=Status(status),
+        http_status=number("httpStatus"),
+        attempts=number("attempts") or 0,
+        error=error or None,
+    )

@@ -38,7 +38,7 @@ from ..options import (
 from ..report import counted
 from ..sandbox import SANDBOX_ACCOUNT
 from ..sharding import Shard, parse_shard
-from . import api_commands, emulator_command, list_command, logs, progress
+from . import api_commands, emulator_command, list_command, logs, progress, report_command
 from .output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, with_hint
 from .units import parse_duration, parse_size
 
@@ -113,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_arguments(validate)
     validate.set_defaults(sandbox=False)
     list_command.add_parser(commands, _profile_argument, _api_arguments)
+    report_command.add_parser(commands)
     emulator_command.add_parser(commands)
     return parser
 
@@ -307,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_flags(args)
         if args.command == "list":
             return list_command.run(args)
+        if args.command == "report":
+            return report_command.run(args)
         manifests = _load(args)
         if args.shard is not None and not manifests.accounts():
             say(f"shard {args.shard} holds none of the manifests' accounts: nothing to do")
