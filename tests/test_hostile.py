@@ -479,3 +479,22 @@ async def test_an_unreachable_account_is_named_once_on_stderr(tmp_path: Path) ->
 def test_the_default_rate_is_half_the_documented_envelope() -> None:
     assert DEFAULT_MAX_RPS == 6000 / 60 / 2
     assert ApplyOptions().max_rps == 50
+
+
+async def test_a_listing_past_the_secrets_limit_is_cut_short(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(planner, "MAX_LISTED", 3)
+    pages = iter(range(1_000_000))
+
+    async def answer(request: web.BaseRequest) -> web.StreamResponse:
+        page = next(pages)
+        names = [(f"accounts/{ACCOUNT}/secrets/s-{page}-{i}", f"S_{page}_{i}") for i in range(2)]
+        return listing(*names, token=f"page-{page}")
+
+    async with hostile_server(answer) as server:
+        summary = await apply_secrets(
+            specs(1), credentials=credentials(), options=options(server.base_url)
+        )
+    assert len(server.seen) == 2  # 4 secrets listed: past the limit of 3
+    assert "the listing went past" in summary.stopped_accounts[ACCOUNT]
