@@ -194,13 +194,7 @@ class Manifest:
         """What :meth:`specs` would give, without reading a single value."""
         for entry in self._checked():
             for account in entry.accounts:
-                yield Target(
-                    account=account,
-                    key_name=entry.raw.key_name,
-                    secret_id=entry.secret_id,
-                    location=f"{self.name}:{entry.raw.line}",
-                    source=_describe(entry.raw.source),
-                )
+                yield self._target(entry, account)
 
     def excluded(self) -> Iterator[Target]:
         """Each secret and account the manifest names (its own accounts, or an entry's) that
@@ -209,13 +203,16 @@ class Manifest:
         it accounts for every secret and account of the manifest."""
         for entry in self._checked():
             for account in entry.excluded:
-                yield Target(
-                    account=account,
-                    key_name=entry.raw.key_name,
-                    secret_id=entry.secret_id,
-                    location=f"{self.name}:{entry.raw.line}",
-                    source=_describe(entry.raw.source),
-                )
+                yield self._target(entry, account)
+
+    def _target(self, entry: _CheckedEntry, account: str) -> Target:
+        return Target(
+            account=account,
+            key_name=entry.raw.key_name,
+            secret_id=entry.secret_id,
+            location=f"{self.name}:{entry.raw.line}",
+            source=_describe(entry.raw.source),
+        )
 
     def verify_unchanged(self) -> None:
         """Raise :class:`ManifestChanged` if the file will be read again and is not the same."""
