@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import compileall
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .disks import mounted
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bulk_secrets"
 
@@ -19,3 +22,13 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a 64 KiB filesystem of its own (a tmpfs: skipped where none can be
+    mounted)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    with mounted(folder, "size=64k"):
+        yield folder

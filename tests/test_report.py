@@ -11,7 +11,6 @@ import io
 import json
 import os
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ from bulk_secrets.report import (
     open_report,
     read_done,
 )
+
+from .disks import fill, mounted
 
 A, B = "acct-a", "acct-b"
 NO_SPACE = os.strerror(errno.ENOSPC)
@@ -423,48 +424,6 @@ async def test_a_flush_that_fails_at_the_end_of_a_turn_is_kept_not_a_traceback(
     finally:
         loop.set_exception_handler(None)
     assert unhandled == []
-
-
-# A real full disk: a tmpfs of 64 KiB, where it can be mounted (root)
-
-
-class mounted:
-    """A tmpfs mounted on ``folder`` for the block; skips the test where that is not allowed."""
-
-    def __init__(self, folder: Path, options: str) -> None:
-        self._folder = folder
-        self._options = options
-
-    def __enter__(self) -> Path:
-        if os.geteuid() != 0:
-            pytest.skip("mounting a tmpfs needs root")
-        command = ["mount", "-t", "tmpfs", "-o", self._options, "tmpfs", str(self._folder)]
-        done = subprocess.run(command, capture_output=True, check=False)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
-        return self._folder
-
-    def __exit__(self, *exc_info: object) -> None:
-        if subprocess.run(["umount", str(self._folder)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(self._folder)], check=True)
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    with mounted(folder, "size=64k"):
-        yield folder
-
-
-def fill(folder: Path) -> None:
-    """Take every free block of the filesystem ``folder`` is on."""
-    with (folder / "filler").open("wb", buffering=0) as out:
-        try:
-            while True:
-                out.write(b"\0" * 4096)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
 
 
 @pytest.mark.parametrize("suffix", [".json", ".jsonl", ".csv"])

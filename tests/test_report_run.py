@@ -4,7 +4,6 @@ report or state file meets a full disk ends with the reason in its summary, no t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,20 +11,12 @@ import pytest
 from bulk_secrets import Status, apply_secrets
 from bulk_secrets.emulator import EmulatorConfig, running_emulator
 
+from .disks import fill
 from .helpers import API_KEY, credentials, options, specs
-from .test_report import fill, mounted
 
 pytestmark = pytest.mark.anyio
 KEYS = EmulatorConfig(keys={API_KEY: None})
 NO_SPACE = os.strerror(28)
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    with mounted(folder, "size=64k"):
-        yield folder
 
 
 @pytest.mark.parametrize("suffix", [".json", ".jsonl", ".csv"])

@@ -10,7 +10,6 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,8 @@ from bulk_secrets.errors import StateSaveFailed, UsageError
 from bulk_secrets.models import Action, Credentials, SecretSpec, SecretValue, Status, Step
 from bulk_secrets.state import State, check_state_path
 
+from .disks import fill
 from .helpers import CANARY, ROOT
-from .test_report import fill, mounted
 
 CREDENTIALS = Credentials(SecretValue("fw-test-api-key"))
 A = "acct-a"
@@ -267,14 +266,6 @@ def test_an_io_error_leaves_the_state_file_as_it_was(
 
     monkeypatch.setattr(os, "fsync", fsync)
     _fails_and_leaves(path, before, os.strerror(errno.EIO))
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    with mounted(folder, "size=64k"):
-        yield folder
 
 
 def test_a_full_disk_leaves_the_state_file_as_it_was(small_disk: Path) -> None:
