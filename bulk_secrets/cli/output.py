@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,24 +107,7 @@ def print_summary(
         )
     kept = summary.first_failures
     shown = kept if json_log else kept[:FAILURES_SHOWN]
-    for failure in shown:
-        fields = _failure_record(failure)  # escaped: a keyName may come from a server
-        say(
-            f"failed: {fields['account']} {fields['keyName']} ({fields['location']}): "
-            f"{fields['error']}",
-            event="failed",
-            level="error",
-            **fields,
-        )
-    failed = summary.count(Status.FAILED)
-    if failed > len(shown):
-        more = failed - len(shown)
-        say(
-            f"... and {more} more failed: see --report",
-            event="more_failed",
-            level="error",
-            count=more,
-        )
+    say_failures(shown, summary.count(Status.FAILED), where="location", see="--report")
     reasons = (failure.error or "" for failure in shown)
     for hint in dict.fromkeys(hint for reason in reasons for hint in _hints(reason)):
         say(f"hint: {hint}", event="hint", always=loud)
@@ -176,6 +160,27 @@ def _by_account(summary: Summary) -> dict[str, dict[str, int]]:
         account: {status.value: counts[status.value] for status in Status}
         for account, counts in sorted(summary.by_account.items())
     }
+
+
+def say_failures(shown: Sequence[Result], failed: int, *, where: str, see: str) -> None:
+    """Each failure shown (``where``: the field in brackets, ``location`` or ``secretId``),
+    then how many more of the ``failed`` there are, and where to see them."""
+    for failure in shown:
+        fields = _failure_record(failure)  # escaped: a keyName may come from a server
+        say(
+            f"failed: {fields['account']} {fields['keyName']} ({fields[where]}): {fields['error']}",
+            event="failed",
+            level="error",
+            **fields,
+        )
+    if failed > len(shown):
+        more = failed - len(shown)
+        say(
+            f"... and {more} more failed: see {see}",
+            event="more_failed",
+            level="error",
+            count=more,
+        )
 
 
 def _failure_record(failure: Result) -> dict[str, Any]:

@@ -9,13 +9,12 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from ..merge import Merged, merge_reports, write_merged
 from ..models import Status
 from ..report import check_report_path, counted, json_line
 from . import logs
-from .output import EXIT_FAILED, EXIT_OK, FAILURES_SHOWN, printable, say
+from .output import EXIT_FAILED, EXIT_OK, FAILURES_SHOWN, printable, say, say_failures
 
 Adder = Callable[[argparse.ArgumentParser], None]
 
@@ -88,28 +87,7 @@ def show(merged: Merged, *, as_json: bool, written: Path | None = None) -> int:
     summary = merged.summary()
     failed = summary.count(Status.FAILED)
     shown = summary.first_failures[:FAILURES_SHOWN]
-    for failure in shown:
-        fields: dict[str, Any] = {
-            "account": printable(failure.account, field=True),
-            "keyName": printable(failure.key_name, field=True),
-            "secretId": printable(failure.secret_id, field=True),
-            "error": printable(failure.error or "", field=True),
-        }
-        say(
-            f"failed: {fields['account']} {fields['keyName']} ({fields['secretId']}): "
-            f"{fields['error']}",
-            event="failed",
-            level="error",
-            **fields,
-        )
-    if failed > len(shown):
-        more = failed - len(shown)
-        say(
-            f"... and {more} more failed: see --output json or --write",
-            event="more_failed",
-            level="error",
-            count=more,
-        )
+    say_failures(shown, failed, where="secretId", see="--output json or --write")
     if written is not None:
         say(f"wrote {written}", event="written", path=str(written))
     parts = ", ".join(
