@@ -19,8 +19,7 @@ import functools
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .errors import (
     ApiError,
@@ -217,9 +216,9 @@ class Gate:
             )
 
 
-@dataclass(frozen=True, slots=True)
-class Sent:
-    """What a request is, for the observer: its method, account, secret id and attempt."""
+class Sent(NamedTuple):
+    """What a request is, for the observer: its method, account, secret id and attempt. (A
+    tuple: one is made for every request; a frozen dataclass takes twice as long to make.)"""
 
     method: str
     account: str
