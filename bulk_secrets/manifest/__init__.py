@@ -147,7 +147,7 @@ class Manifest:
         self.max_value_bytes = max_value_bytes
         self.allow_commands = allow_commands
         self.csv_delimiter = csv_delimiter
-        self._accounts: dict[str, None] = {}  # the accounts it targets, in order
+        self._accounts: dict[str, int] = {}  # the accounts it targets, in order: secrets each
         self.warnings: list[Problem] = []
         self.api_keys: dict[str, str] = {}
         self._override = None if override is None else tuple(override)
@@ -171,6 +171,10 @@ class Manifest:
     def accounts(self) -> list[str]:
         """The accounts it targets, in order of first use."""
         return list(self._accounts)
+
+    def per_account(self) -> dict[str, int]:
+        """How many secrets :meth:`specs` gives each account, in order of first use."""
+        return dict(self._accounts)
 
     def specs(self) -> Iterator[SecretSpec]:
         """Every secret for every account it goes to, reading values as it goes."""
@@ -360,9 +364,10 @@ class Manifest:
             else:
                 kept = None  # too many to keep: the second pass reads the file again
             self._check_source(entry, index, out)
+            accounts = self._accounts
             for account in entry.accounts:
                 ids.add(account, entry.secret_id)
-                self._accounts.setdefault(account)
+                accounts[account] = accounts.get(account, 0) + 1
             self.count += len(entry.accounts)
             self.excluded_count += len(entry.excluded)
         if entries == 0 and not out.errors:
@@ -730,6 +735,14 @@ class ManifestSet:
 
     def accounts(self) -> list[str]:
         return list(dict.fromkeys(a for manifest in self for a in manifest.accounts()))
+
+    def per_account(self) -> dict[str, int]:
+        """How many secrets :meth:`specs` gives each account, in order of first use."""
+        counts: dict[str, int] = {}
+        for manifest in self:
+            for account, count in manifest.per_account().items():
+                counts[account] = counts.get(account, 0) + count
+        return counts
 
     def targets(self) -> Iterator[Target]:
         for manifest in self:
