@@ -1,6 +1,8 @@
 """Plan: list what each target account holds, then decide one action per secret.
 
-Each account is listed once, all pages, before anything is written. A secret that is not there
+Each account is listed once, all pages, before any of its secrets is written: by a worker of
+the runner when the run first meets the account, or, for ``prune``, ``plan`` and ``verify``,
+every account first (:func:`list_accounts`). A secret that is not there
 is created; one that is there is updated, skipped or failed as ``on_existing`` says (or skipped
 when the ``state`` shows its value unchanged). With ``prune``, every listed secret that no
 manifest names, and that no ``keep`` glob spares, is deleted, after all the writes. Races with
@@ -169,19 +171,23 @@ async def list_accounts(
 
     async def list_one(account: str) -> None:
         async with limiter:
-            blocked = stops.blocked(account)
-            listing = (
-                Listing(problem=blocked) if blocked else await _listing(api, account, retry, gate)
-            )
-            if listing.problem:
-                stops.stop_account(account, listing.problem)
-            plan.listings[account] = listing
+            plan.listings[account] = await list_account(api, account, retry=retry, gate=gate)
 
     async with anyio.create_task_group() as group:
         for account in accounts:
             group.start_soon(list_one, account)
     plan.aborted = stops.aborted
     return plan
+
+
+async def list_account(api: Lister, account: str, *, retry: RetryPolicy, gate: Gate) -> Listing:
+    """What one account holds, or why it cannot be listed (then the account stops there)."""
+    stops = gate.stops
+    blocked = stops.blocked(account)
+    listing = Listing(problem=blocked) if blocked else await _listing(api, account, retry, gate)
+    if listing.problem:
+        stops.stop_account(account, listing.problem)
+    return listing
 
 
 async def _listing(api: Lister, account: str, retry: RetryPolicy, gate: Gate) -> Listing:

@@ -1,15 +1,18 @@
 """A run from start to end, behind one call.
 
-:func:`apply_secrets` lists every target account, plans one step per secret, asks ``confirm``
+:func:`apply_secrets` lists each target account, decides one step per secret, asks ``confirm``
 before deletions, carries the plan out and owns the report from its opening to its place on
-disk: whatever ends the run (success, a declined confirmation, an error, a cancellation), every
-secret is in the report once and no file is left open. :func:`plan_secrets` and
-:func:`verify_secrets` list and plan the same way and write nothing. :func:`apply` is the same
+disk. An account's writes start as soon as its own listing is done; with ``prune`` every account
+is listed first, since the deletions are confirmed before anything is written. Whatever ends the
+run (success, a declined confirmation, an error, a cancellation), every secret is in the report
+once and no file is left open. :func:`plan_secrets` and :func:`verify_secrets` list every
+account first, plan the same way and write nothing. :func:`apply` is the same
 run for scripts and notebooks, on an event loop of its own.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import importlib.util
@@ -83,6 +86,10 @@ class SecretSource(Protocol):
 
     def accounts(self) -> list[str]: ...
 
+    def per_account(self) -> Mapping[str, int]:
+        """How many secrets ``specs`` gives each account."""
+        ...
+
     def targets(self) -> Iterable[Target]: ...
 
     def specs(self) -> Iterable[SecretSpec]: ...
@@ -106,6 +113,9 @@ class SpecList:
 
     def accounts(self) -> list[str]:
         return list(dict.fromkeys(spec.account for spec in self._specs))
+
+    def per_account(self) -> Mapping[str, int]:
+        return collections.Counter(spec.account for spec in self._specs)
 
     def targets(self) -> Iterable[SecretSpec]:
         return self._specs
@@ -247,7 +257,7 @@ async def apply_secrets(
     with open_report(report_path) as sink:
         async with run:
             try:
-                plan = await run.plan()
+                plan = await run.plan(list_first=run.prunes)
                 confirmed = await run.confirm(plan, confirm)
             except BaseException as exc:
                 reason = INTERRUPTED if isinstance(exc, anyio.get_cancelled_exc_class()) else exc
@@ -361,8 +371,18 @@ def apply(
 
 def run_blocking(function: Callable[[], Awaitable[T]]) -> T:
     """Run ``function()`` to its end on a new event loop: asyncio (aiohttp needs it), on uvloop
-    when it is installed (the ``fast`` extra)."""
-    use_uvloop = importlib.util.find_spec("uvloop") is not None
+    when it is installed (a dependency wherever it builds: not on Windows).
+
+    ``BULK_SECRETS_LOOP`` forces the loop: ``asyncio`` (asyncio's own) or ``uvloop``; unset
+    or empty, uvloop when installed. Any other value, or ``uvloop`` when it is not installed,
+    is a :class:`UsageError`, raised before the loop starts."""
+    choice = os.environ.get("BULK_SECRETS_LOOP", "").strip().lower()
+    if choice not in ("", "asyncio", "uvloop"):
+        raise UsageError(f"BULK_SECRETS_LOOP must be asyncio or uvloop, not {choice!r}")
+    installed = importlib.util.find_spec("uvloop") is not None
+    if choice == "uvloop" and not installed:
+        raise UsageError("BULK_SECRETS_LOOP is uvloop, but uvloop is not installed")
+    use_uvloop = installed if not choice else choice == "uvloop"
     return anyio.run(function, backend="asyncio", backend_options={"use_uvloop": use_uvloop})
 
 
@@ -437,23 +457,29 @@ class _Run:
     ) -> None:
         await self._client.__aexit__(exc_type, exc, tb)
 
-    async def plan(self) -> Plan:
-        """List every target account and decide what to do; nothing is written."""
+    @property
+    def prunes(self) -> bool:
+        return self._options.prune
+
+    async def plan(self, *, list_first: bool = True) -> Plan:
+        """The plan; nothing is written. ``list_first``: list every target account now and
+        plan the deletions; else each account is listed when the run meets it."""
         plan = Plan(self._options, self._policy, {}, done=self._done, state=self._state)
-        accounts = self.source.accounts()
-        self._observer.listing(len(accounts))
-        async with self.bounded():
-            await list_accounts(
-                self._client,
-                accounts,
-                retry=self._retry,
-                rates=self._rates,
-                stops=self._stops,
-                plan=plan,
-                observer=self._observer,
-            )
-        plan.aborted, plan.stopped = self._stops.aborted, self._stops.stopped
-        plan.plan_deletions(self.source.targets())
+        if list_first:
+            accounts = self.source.accounts()
+            self._observer.listing(len(accounts))
+            async with self.bounded():
+                await list_accounts(
+                    self._client,
+                    accounts,
+                    retry=self._retry,
+                    rates=self._rates,
+                    stops=self._stops,
+                    plan=plan,
+                    observer=self._observer,
+                )
+            plan.aborted, plan.stopped = self._stops.aborted, self._stops.stopped
+            plan.plan_deletions(self.source.targets())
         if self._done:
             held = sum((t.account, t.secret_id) in self._done for t in self.source.targets())
             plan.done_unheld = len(self._done) - held
@@ -503,7 +529,7 @@ class _Run:
         self._observer.applying(source.count + source.excluded_count + len(plan.deletions))
         try:
             async with self.bounded():
-                await runner.execute(self._steps(plan))
+                await runner.execute(self._items(plan), plan=plan, expected=source.per_account())
         finally:
             if self._state is not None:
                 try:
@@ -558,15 +584,16 @@ class _Run:
     def stopped(self) -> str | None:
         return self._stops.stopped
 
-    def _steps(self, plan: Plan) -> Iterator[Step]:
-        """The plan's steps; when the source fails mid-run (a manifest or a value file that
-        changed, a bug), the secret at hand fails with the reason and the rest are settled not
+    def _items(self, plan: Plan) -> Iterator[Step | SecretSpec]:
+        """What the runner carries out: the specs (decided once their account is listed), then
+        the deletions. When the source fails mid-run (a manifest or a value file that changed,
+        a bug), the secret at hand fails with the reason and the rest are settled not
         attempted, so the report still names every secret once."""
         yield from self.excluded_steps()
         position = 0
         try:
             for spec in self.source.specs():
-                yield plan.decide(spec)
+                yield spec
                 position += 1
         except Exception as exc:
             reason = str(exc) if isinstance(exc, BulkSecretsError) else internal_error(exc)

@@ -1,7 +1,8 @@
-"""Fan-out: a fixed pool of workers takes planned steps and turns each into one result.
+"""Fan-out: a fixed pool of workers lists accounts and turns each planned step into one result.
 
 At most ``concurrency`` workers exist, whatever the manifest's size: a worker takes the next
-step only when it is free, so a secret never becomes a task of its own. A failed secret is a
+work (a listing, or a step) only when it is free, so neither a secret nor an account becomes a
+task of its own. A failed secret is a
 result, not an exception: what an API error stops (the run on a 401, the account on a 403) is
 for :class:`~bulk_secrets.policy.Stops` to say, and a step that fails for any other reason
 (a bug) fails that secret and stops the run, so that every secret still ends as one result.
@@ -9,7 +10,7 @@ for :class:`~bulk_secrets.policy.Stops` to say, and a step that fails for any ot
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,11 +20,12 @@ from . import errors
 from .errors import ReportWriteFailed
 from .events import QUIET, Observer
 from .models import Action, Result, SecretSpec, Status, Step
+from .planner import Lister, Listing, Plan, list_account
 from .policy import Gate, Policy, Sent, Stops, internal_error
 from .ratelimit import Rates
 from .report import ReportSink, Summary
 from .retry import RetryPolicy
-from .scheduler import Scheduler
+from .scheduler import ListAccount, Scheduler
 from .state import State
 
 # A create that meets 409 becomes an update; an update that meets 404 becomes a create. Past
@@ -36,7 +38,7 @@ INTERRUPTED = f"interrupted{IN_FLIGHT}"
 CONTESTED = "the secret kept being deleted and created by others"
 
 
-class SecretsApi(Protocol):
+class SecretsApi(Lister, Protocol):
     """The calls the runner makes; :class:`~bulk_secrets.client.SecretsClient` provides them."""
 
     async def create(self, spec: SecretSpec) -> int: ...
@@ -85,9 +87,23 @@ class Runner:
         self._summary = summary
         self._state = state
 
-    async def execute(self, steps: Iterable[Step]) -> None:
-        """Carry out every step; each ends as exactly one result in the sink."""
-        scheduler = Scheduler(steps, self._rates, window=_WINDOW_PER_WORKER * self._workers)
+    async def execute(
+        self,
+        items: Iterable[Step | SecretSpec],
+        *,
+        plan: Plan | None = None,
+        expected: Mapping[str, int] | None = None,
+    ) -> None:
+        """Carry out every step; each ends as exactly one result in the sink. A spec is decided
+        by ``plan`` once its account is listed; ``expected`` (specs per account) lets a listing
+        go once its account's last spec is decided."""
+        scheduler = Scheduler(
+            items,
+            self._rates,
+            window=_WINDOW_PER_WORKER * self._workers,
+            plan=plan,
+            expected=expected,
+        )
         try:
             async with anyio.create_task_group() as workers:
                 for _ in range(self._workers):
@@ -101,15 +117,27 @@ class Runner:
     async def _work(self, scheduler: Scheduler) -> None:
         take_now = scheduler.take_now
         while True:
-            step = take_now()
-            if isinstance(step, float):  # every account must wait for its turn
-                step = await scheduler.take()
-            if step is None:
+            work = take_now()
+            if isinstance(work, float):  # every account must wait for its turn or listing
+                work = await scheduler.take()
+            if work is None:
                 return
+            if isinstance(work, ListAccount):
+                scheduler.listed(work.account, await self._list(work.account))
+                continue
             try:
-                await self._carry_out(step)
+                await self._carry_out(work)
             finally:
-                scheduler.done(step)
+                scheduler.done(work)
+
+    async def _list(self, account: str) -> Listing:
+        """What ``account`` holds, or why it cannot be known; a bug stops the run."""
+        try:
+            return await list_account(self._api, account, retry=self._retry, gate=self._gate)
+        except Exception as exc:  # a bug: the account's secrets are not attempted
+            reason = internal_error(exc)
+            self._stops.stop(reason)
+            return Listing(problem=reason)
 
     async def _carry_out(self, step: Step) -> None:
         if step.outcome is not None:

@@ -1,74 +1,138 @@
-"""Hands planned steps to the workers so that accounts share the concurrency fairly.
+"""Hands work to the workers: an account's listing as soon as the account is met, then its steps,
+so that accounts share the concurrency fairly and writes start before every account is listed.
 
-The plan is read ahead by at most ``window`` steps, into one queue per account. A free worker
-gets the head of the account that may send soonest (its rate and any Retry-After pause) and,
-among those ready, the one with the fewest steps in flight. So an account that is paused or
-slow does not hold every worker while others have work. Steps the plan already settled need
-no request and go first. Memory stays bounded: the window, never the whole plan.
+The run is read ahead by at most ``window`` items. An item is a step (settled by the plan, or
+to carry out) or a spec still to decide. A spec of an account not listed yet waits, and the
+account's listing is handed to the next free worker; once it is done, the account's specs are
+decided by the plan and queue as steps. An account's listing is dropped when its last spec is
+decided (``expected`` says how many each account has), so memory grows with the accounts in the
+window, not with every account of the run.
+
+A free worker gets, in turn: a settled step (no request, nothing to wait for), a listing to
+start, or the head of the account that may send soonest (its rate and any Retry-After pause)
+and, among those ready, the one with the fewest steps in flight. So an account that is paused
+or slow does not hold every worker while others have work.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import NamedTuple
 
 import anyio
 
-from .models import Step
+from .models import Action, SecretSpec, Status, Step
+from .planner import Listing, Plan
 from .ratelimit import Rates
 
 
+class ListAccount(NamedTuple):
+    """Work for a worker: list ``account``, then tell :meth:`Scheduler.listed`."""
+
+    account: str
+
+
+Work = Step | ListAccount
+
+
 class Scheduler:
-    def __init__(self, steps: Iterable[Step], rates: Rates, *, window: int) -> None:
-        self._steps = iter(steps)
+    def __init__(
+        self,
+        items: Iterable[Step | SecretSpec],
+        rates: Rates,
+        *,
+        window: int,
+        plan: Plan | None = None,
+        expected: Mapping[str, int] | None = None,
+    ) -> None:
+        self._items = iter(items)
         self._rates = rates
         self._window = window
-        self._queues: dict[str, deque[Step]] = {}
+        self._plan = plan
+        self._left = None if expected is None else dict(expected)  # specs not decided yet
+        self._settled: deque[Step] = deque()  # steps the plan settled: no request
+        self._queues: dict[str, deque[Step]] = {}  # steps to carry out, by account
+        self._unlisted: dict[str, list[SecretSpec]] = {}  # specs waiting for a listing
+        self._to_list: deque[str] = deque()  # listings no worker has taken yet
         self._queued = 0
         self._exhausted = False
         self._in_flight: dict[str, int] = {}
         self._waiting = anyio.Lock()
+        self._listed = anyio.Event()  # set when a listing ends; made anew once seen
 
-    async def take(self) -> Step | None:
-        """The next step to carry out, or None when there are no more; waits for a turn."""
+    async def take(self) -> Work | None:
+        """The next work, or None when there is no more; waits for a turn or a listing."""
         chosen = self.take_now()
         if not isinstance(chosen, float):
             return chosen
-        async with self._waiting:  # one worker at a time waits for a turn; the rest queue here
-            # Waiting for a moment in time (a rate's next slot), not for a flag: sleep is right.
+        async with self._waiting:  # one worker at a time waits; the rest queue here
             while isinstance(chosen := self.take_now(), float):
-                await self._rates.sleep(chosen)
+                await self._wait(chosen)
             return chosen
 
-    def take_now(self) -> Step | float | None:
-        """A step that may go now, else the seconds until one may, else None (no more)."""
+    async def _wait(self, seconds: float) -> None:
+        """Until a moment in time (a rate's next slot) or, if sooner, a listing's end."""
+        listed = self._listed
+        if listed.is_set():
+            self._listed = anyio.Event()
+            return
+        if not self._unlisted:  # no listing under way: only time can change what is ready
+            await self._rates.sleep(seconds)
+            return
+        if math.isinf(seconds):
+            await listed.wait()
+            return
+        async with anyio.create_task_group() as group:
+
+            async def slot() -> None:
+                await self._rates.sleep(seconds)
+                group.cancel_scope.cancel()
+
+            group.start_soon(slot)
+            await listed.wait()
+            group.cancel_scope.cancel()
+
+    def take_now(self) -> Work | float | None:
+        """Work that may start now, else the seconds until some may (``inf``: until a listing
+        ends), else None (no more)."""
         self._fill()
-        if not self._queued:
-            return None
+        if self._settled:
+            return self._take_settled()
+        if self._to_list:
+            return ListAccount(self._to_list.popleft())
+        if not self._queues:
+            return math.inf if self._unlisted else None
         now = self._rates.now()
-        if len(self._queues) == 1:  # one account: no turns to weigh
-            account = next(iter(self._queues))
-            head = self._queues[account][0]
-            ready = now if head.outcome is not None else self._rates.of(account).ready_at()
-            if ready > now:
-                return ready - now
-            if head.outcome is None:
-                self._in_flight[account] = self._in_flight.get(account, 0) + 1
-            return self._pop(account)
-        best: tuple[float, int, str] | None = None
-        for account, queue in self._queues.items():
-            if queue[0].outcome is not None:  # settled: no request, no turn to wait for
-                return self._pop(account)
-            ready = max(now, self._rates.of(account).ready_at())
-            candidate = (ready, self._in_flight.get(account, 0), account)
+        rates = self._rates
+        in_flight = self._in_flight
+        best: tuple[float, int] | None = None
+        best_account = ""
+        for account in self._queues:
+            ready = max(now, rates.of(account).ready_at())
+            flying = in_flight.get(account, 0)
+            if ready <= now and not flying:  # nothing can be sooner or less busy
+                best_account = account
+                break
+            candidate = (ready, flying)
             if best is None or candidate < best:
-                best = candidate
-        assert best is not None
-        ready, _, account = best
-        if ready > now:
-            return ready - now
-        self._in_flight[account] = self._in_flight.get(account, 0) + 1
-        return self._pop(account)
+                best, best_account = candidate, account
+        else:
+            assert best is not None
+            if best[0] > now:
+                return best[0] - now
+        in_flight[best_account] = in_flight.get(best_account, 0) + 1
+        return self._pop(best_account)
+
+    def listed(self, account: str, listing: Listing) -> None:
+        """``account``'s listing (taken as :class:`ListAccount`) ended: decide its specs."""
+        assert self._plan is not None
+        self._plan.listings[account] = listing
+        for spec in self._unlisted.pop(account, ()):
+            self._queued -= 1
+            self._add(self._decide(spec))
+        self._listed.set()
 
     def done(self, step: Step) -> None:
         """A step taken with :meth:`take` is finished."""
@@ -76,25 +140,70 @@ class Scheduler:
             self._in_flight[step.target.account] -= 1
 
     def remaining(self) -> Iterator[Step]:
-        """Every step not taken yet: the queued ones, then the rest of the plan."""
+        """Every step not taken yet: the queued ones, then the rest of the run, with specs not
+        decided as steps never attempted."""
+        yield from self._settled
         for queue in self._queues.values():
             yield from queue
+        for specs in self._unlisted.values():
+            yield from map(_undecided, specs)
+        self._settled.clear()
         self._queues.clear()
+        self._unlisted.clear()
+        self._to_list.clear()
         self._queued = 0
-        yield from self._steps
+        for item in self._items:
+            yield item if isinstance(item, Step) else _undecided(item)
 
     def _fill(self) -> None:
         while not self._exhausted and self._queued < self._window:
-            step = next(self._steps, None)
-            if step is None:
+            item = next(self._items, None)
+            if item is None:
                 self._exhausted = True
                 return
-            account = step.target.account
-            queue = self._queues.get(account)
-            if queue is None:
-                queue = self._queues[account] = deque()
-            queue.append(step)
+            if isinstance(item, Step):
+                self._add(item)
+                continue
+            account = item.account
+            if self._plan is not None and account in self._plan.listings:
+                self._add(self._decide(item))
+                continue
+            waiting = self._unlisted.get(account)
+            if waiting is None:
+                waiting = self._unlisted[account] = []
+                self._to_list.append(account)
+            waiting.append(item)
             self._queued += 1
+
+    def _decide(self, spec: SecretSpec) -> Step:
+        plan = self._plan
+        assert plan is not None, "a spec to decide needs a plan"
+        step = plan.decide(spec)
+        left = self._left
+        if left is not None:
+            account = spec.account
+            count = left.get(account, 0) - 1
+            if count > 0:
+                left[account] = count
+            else:  # its last spec: the listing has served
+                left.pop(account, None)
+                plan.listings.pop(account, None)
+        return step
+
+    def _add(self, step: Step) -> None:
+        self._queued += 1
+        if step.outcome is not None:
+            self._settled.append(step)
+            return
+        account = step.target.account
+        queue = self._queues.get(account)
+        if queue is None:
+            queue = self._queues[account] = deque()
+        queue.append(step)
+
+    def _take_settled(self) -> Step:
+        self._queued -= 1
+        return self._settled.popleft()
 
     def _pop(self, account: str) -> Step:
         queue = self._queues[account]
@@ -103,3 +212,9 @@ class Scheduler:
             del self._queues[account]
         self._queued -= 1
         return step
+
+
+def _undecided(spec: SecretSpec) -> Step:
+    """A spec the run ended before deciding: a create, never attempted (the reason is the
+    runner's to give)."""
+    return Step(target=spec, action=Action.CREATE, outcome=Status.NOT_ATTEMPTED)

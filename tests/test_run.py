@@ -96,6 +96,9 @@ class _Changing:
     def accounts(self) -> list[str]:
         return [ACCOUNT]
 
+    def per_account(self) -> dict[str, int]:
+        return {ACCOUNT: len(self._wanted)}
+
     def targets(self) -> list[Target]:
         return list(self._wanted)
 

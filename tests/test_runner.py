@@ -20,6 +20,7 @@ from bulk_secrets import errors
 from bulk_secrets.models import (
     Action,
     Credentials,
+    ExistingSecret,
     Result,
     SecretSpec,
     SecretValue,
@@ -95,14 +96,19 @@ class FakeApi:
         *,
         turns: int = 0,
         hold: anyio.Event | None = None,
+        listed: Mapping[str, Sequence[str] | Exception] | None = None,
+        list_holds: Mapping[str, anyio.Event] | None = None,
     ) -> None:
         self._replies = {key: list(queue) for key, queue in (replies or {}).items()}
+        self._listed = dict(listed or {})  # account -> the secret ids it holds, or its error
+        self._list_holds = dict(list_holds or {})
         self._turns = turns
         self._hold = hold
         self.calls: list[Call] = []
         self.in_flight = 0
         self.peak = 0
         self.entered = anyio.Event()
+        self.listing = anyio.Event()
 
     async def create(self, spec: SecretSpec) -> int:
         return await self._answer(("create", spec.account, spec.secret_id), CREATED)
@@ -112,6 +118,20 @@ class FakeApi:
 
     async def delete(self, account: str, secret_id: str) -> int:
         return await self._answer(("delete", account, secret_id), DELETED)
+
+    async def list_page(
+        self, account: str, page_token: str = ""
+    ) -> tuple[list[ExistingSecret], str]:
+        """One page: every secret ``listed`` names (none if it names none of the account)."""
+        self.calls.append(("list", account, ""))
+        self.listing.set()
+        hold = self._list_holds.get(account)
+        if hold is not None:
+            await hold.wait()
+        held = self._listed.get(account, ())
+        if isinstance(held, Exception):
+            raise held
+        return [ExistingSecret(secret_id, secret_id.upper()) for secret_id in held], ""
 
     async def _answer(self, key: Call, success: int) -> int:
         self.calls.append(key)
@@ -158,6 +178,7 @@ class Rig:
         self.stops = Stops()
         self.summary = Summary()
         self.sink = Collected()
+        self.plan = Plan(ApplyOptions(), policy or Policy(OnExisting.UPDATE), {})
         options = RetryOptions(retries=retries, backoff_initial=BACKOFF, backoff_max=BACKOFF)
         self.runner = Runner(
             api,
@@ -174,6 +195,17 @@ class Rig:
     async def execute(self, steps: Sequence[Step]) -> dict[tuple[str, str], Result]:
         await self.runner.execute(steps)
         return self.by_secret(steps)
+
+    async def apply(
+        self, specs: Sequence[SecretSpec], *, expected: bool = True
+    ) -> dict[tuple[str, str], Result]:
+        """Carry out specs as a run does: each decided once its account is listed."""
+        await self.runner.execute(
+            specs,
+            plan=self.plan,
+            expected=Counter(s.account for s in specs) if expected else None,
+        )
+        return self.by_secret([Step(target=s, action=Action.CREATE) for s in specs])
 
     def by_secret(self, steps: Sequence[Step]) -> dict[tuple[str, str], Result]:
         """The results by (account, secret id), after checking each step ended as one."""
@@ -686,3 +718,83 @@ async def test_a_corrupt_state_file_is_a_usage_error(
     with pytest.raises(errors.UsageError) as caught:
         State(path, CREDENTIALS)
     assert str(caught.value).startswith(f"state file {path}: {problem}")
+
+
+# Listing pipelined with writing
+
+
+async def test_an_accounts_writes_start_while_another_account_is_still_listed() -> None:
+    b_listed = anyio.Event()
+    api = FakeApi(list_holds={B: b_listed})
+    specs = [spec(A, "K1"), spec(A, "K2"), spec(B, "K1"), spec(B, "K2")]
+    rig = Rig(api, workers=2)
+    with anyio.fail_after(10):  # a bound, not a measure: waiting for every listing would hang
+        async with anyio.create_task_group() as group:
+            group.start_soon(rig.apply, specs)
+            await api.entered.wait()  # a write began, with B's listing held
+            assert ("list", B, "") in api.calls
+            b_listed.set()
+    results = rig.by_secret([Step(target=s, action=Action.CREATE) for s in specs])
+    assert {r.status for r in results.values()} == {Status.SUCCEEDED}
+    assert api.calls.index(call("create", A, "K1")) < len(api.calls) - 2
+
+
+async def test_each_account_is_listed_once_and_decided_by_its_listing() -> None:
+    api = FakeApi(listed={A: ["k1", "other"]})
+    specs = [spec(A, "K1"), spec(B, "K1"), spec(A, "K2"), spec(B, "K2"), spec(A, "K3")]
+    rig = Rig(api, workers=3)
+    results = await rig.apply(specs)
+    assert Counter(c for c in api.calls if c[0] == "list") == {
+        ("list", A, ""): 1,
+        ("list", B, ""): 1,
+    }
+    actions = {name: (r.action, r.status) for name, r in results.items()}
+    assert actions[(A, "k1")] == (Action.UPDATE, Status.SUCCEEDED)
+    assert {actions[n] for n in actions if n != (A, "k1")} == {(Action.CREATE, Status.SUCCEEDED)}
+
+
+async def test_a_listing_is_dropped_once_its_accounts_last_secret_is_decided() -> None:
+    specs = [spec(A, "K1"), spec(B, "K1"), spec(A, "K2")]
+    rig = Rig(FakeApi(listed={A: ["k1"]}))
+    await rig.apply(specs)
+    assert rig.plan.listings == {}
+    kept = Rig(FakeApi(listed={A: ["k1"]}))
+    await kept.apply(specs, expected=False)  # not told how many: every listing is kept
+    assert set(kept.plan.listings) == {A, B}
+
+
+async def test_an_account_that_cannot_be_listed_sends_nothing_and_the_others_go_on() -> None:
+    denied = errors.PermissionDenied("denied", status=403)
+    api = FakeApi(listed={B: denied})
+    specs = [spec(B, "K1"), spec(A, "K1"), spec(B, "K2")]
+    rig = Rig(api, workers=2)
+    results = await rig.apply(specs)
+    assert results[(A, "k1")].status is Status.SUCCEEDED
+    for name in ((B, "k1"), (B, "k2")):
+        assert results[name].status is Status.NOT_ATTEMPTED
+        assert results[name].error == "account 'acct-b' refused the API key (403): denied"
+    assert [c for c in api.calls if c[1] == B] == [("list", B, "")]
+
+
+async def test_a_run_cancelled_while_listing_reports_every_secret_not_attempted() -> None:
+    api = FakeApi(list_holds={A: anyio.Event()})  # never set: the listing hangs
+    specs = [spec(A, f"K{i}") for i in range(6)]
+    rig = Rig(api, workers=2)
+    async with anyio.create_task_group() as group:
+        group.start_soon(rig.apply, specs)
+        await api.listing.wait()
+        group.cancel_scope.cancel()
+    results = rig.by_secret([Step(target=s, action=Action.CREATE) for s in specs])
+    assert {(r.status, r.attempts) for r in results.values()} == {(Status.NOT_ATTEMPTED, 0)}
+    assert [c[0] for c in api.calls] == ["list"]
+
+
+async def test_a_bug_while_listing_stops_the_run_and_reports_every_secret() -> None:
+    api = FakeApi(listed={A: RuntimeError("boom")})
+    specs = [spec(A, "K1"), spec(B, "K1")]
+    rig = Rig(api)
+    results = await rig.apply(specs)
+    reason = "internal error (RuntimeError)"
+    assert rig.stops.stopped is not None and rig.stops.stopped.startswith(reason)
+    assert {r.status for r in results.values()} == {Status.NOT_ATTEMPTED}
+    assert all(c[0] == "list" for c in api.calls)

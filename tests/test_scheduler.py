@@ -3,11 +3,17 @@ bounded by the window."""
 
 from __future__ import annotations
 
+import math
+
+import anyio
 import pytest
 
-from bulk_secrets.models import Action, Status, Step, Target
+from bulk_secrets.models import Action, SecretSpec, SecretValue, Status, Step, Target
+from bulk_secrets.options import ApplyOptions, OnExisting
+from bulk_secrets.planner import Listing, Plan
+from bulk_secrets.policy import Policy
 from bulk_secrets.ratelimit import Rates
-from bulk_secrets.scheduler import Scheduler
+from bulk_secrets.scheduler import ListAccount, Scheduler, Work
 
 pytestmark = pytest.mark.anyio
 
@@ -23,6 +29,11 @@ def steps(account: str, count: int, **fields: object) -> list[Step]:
     ]
 
 
+def stepped(work: Work | None) -> Step:
+    assert isinstance(work, Step)
+    return work
+
+
 class Clock:
     now = 50.0
 
@@ -35,8 +46,8 @@ async def test_a_paused_account_does_not_hold_the_others() -> None:
     rates = Rates(0, clock=clock)
     rates.of("slow").rate_limited(sent_at=50.0, now=50.0, retry_after=30.0)
     scheduler = Scheduler(steps("slow", 5) + steps("fast", 5), rates, window=100)
-    taken = [await scheduler.take() for _ in range(5)]
-    assert [step.target.account for step in taken if step] == ["fast"] * 5
+    taken = [stepped(await scheduler.take()) for _ in range(5)]
+    assert [step.target.account for step in taken] == ["fast"] * 5
 
 
 async def test_ready_accounts_take_turns_by_steps_in_flight() -> None:
@@ -44,9 +55,7 @@ async def test_ready_accounts_take_turns_by_steps_in_flight() -> None:
     scheduler = Scheduler(steps("a", 6) + steps("b", 6), rates, window=100)
     order = []
     for _ in range(6):  # none finishes: in-flight counts decide
-        step = await scheduler.take()
-        assert step is not None
-        order.append(step.target.account)
+        order.append(stepped(await scheduler.take()).target.account)
     assert order == ["a", "b", "a", "b", "a", "b"]
 
 
@@ -54,15 +63,14 @@ async def test_settled_steps_go_first_and_count_nothing_in_flight() -> None:
     rates = Rates(0, clock=Clock())
     settled = steps("a", 2, outcome=Status.SKIPPED, reason="done")
     scheduler = Scheduler(steps("b", 1) + settled, rates, window=100)
-    taken = [await scheduler.take() for _ in range(3)]
-    assert [(s.target.account, s.outcome) for s in taken if s] == [
+    taken = [stepped(await scheduler.take()) for _ in range(3)]
+    assert [(s.target.account, s.outcome) for s in taken] == [
         ("a", Status.SKIPPED),
         ("a", Status.SKIPPED),
         ("b", None),
     ]
     assert await scheduler.take() is None
     for step in taken:
-        assert step is not None
         scheduler.done(step)  # settled steps were never counted in flight
 
 
@@ -79,3 +87,60 @@ async def test_reads_the_plan_ahead_by_the_window_only() -> None:
     await scheduler.take()
     assert produced == 8
     assert len(list(scheduler.remaining())) == 999
+
+
+def specs(account: str, count: int) -> list[SecretSpec]:
+    return [
+        SecretSpec(
+            account=account,
+            key_name=f"K{i}",
+            secret_id=f"k{i}",
+            location=f"m:{i}",
+            value=SecretValue("v"),
+        )
+        for i in range(count)
+    ]
+
+
+def planned() -> Plan:
+    return Plan(ApplyOptions(), Policy(OnExisting.FAIL), {})
+
+
+async def test_an_account_is_listed_when_first_met_and_its_specs_wait_for_it() -> None:
+    plan = planned()
+    scheduler = Scheduler(
+        specs("a", 2) + specs("b", 2), Rates(0, clock=Clock()), window=100, plan=plan
+    )
+    assert scheduler.take_now() == ListAccount("a")
+    assert scheduler.take_now() == ListAccount("b")
+    assert scheduler.take_now() == math.inf  # nothing to do until a listing ends
+    scheduler.listed("b", Listing(secrets={"k1": "K1"}))
+    first, second = (scheduler.take_now(), scheduler.take_now())
+    assert isinstance(first, Step) and isinstance(second, Step)
+    assert (first.target.key_name, first.outcome) == ("K1", Status.FAILED)  # settled: first
+    assert (second.target.key_name, second.action, second.outcome) == ("K0", Action.CREATE, None)
+    assert [s.target.account for s in scheduler.remaining()] == ["a", "a"]
+
+
+async def test_specs_waiting_for_a_listing_count_in_the_window() -> None:
+    scheduler = Scheduler(specs("a", 50), Rates(0, clock=Clock()), window=8, plan=planned())
+    assert scheduler.take_now() == ListAccount("a")
+    left = list(scheduler.remaining())
+    assert len(left) == 50
+    assert {(s.outcome, s.action) for s in left} == {(Status.NOT_ATTEMPTED, Action.CREATE)}
+
+
+async def test_a_waiting_worker_wakes_when_a_listing_ends() -> None:
+    scheduler = Scheduler(specs("a", 1), Rates(0, clock=Clock()), window=8, plan=planned())
+    assert await scheduler.take() == ListAccount("a")
+    taken: list[Work | None] = []
+    async with anyio.create_task_group() as group:
+
+        async def worker() -> None:
+            taken.append(await scheduler.take())
+
+        group.start_soon(worker)
+        await anyio.wait_all_tasks_blocked()
+        assert taken == []
+        scheduler.listed("a", Listing())
+    assert stepped(taken[0]).target.key_name == "K0"
