@@ -25,7 +25,7 @@ import anyio
 
 from .models import Action, SecretSpec, Status, Step
 from .planner import Listing, Plan
-from .ratelimit import Rates
+from .ratelimit import AccountRate, Rates
 
 
 class ListAccount(NamedTuple):
@@ -53,12 +53,13 @@ class Scheduler:
         self._plan = plan
         self._left = None if expected is None else dict(expected)  # specs not decided yet
         self._settled: deque[Step] = deque()  # steps the plan settled: no request
-        self._queues: dict[str, deque[Step]] = {}  # steps to carry out, by account
+        self._accounts: dict[str, _Account] = {}  # accounts with steps queued or in flight
+        # The accounts with steps queued, by steps in flight; each tier in turn order.
+        self._tiers: dict[int, dict[str, _Account]] = {}
         self._unlisted: dict[str, list[SecretSpec]] = {}  # specs waiting for a listing
         self._to_list: deque[str] = deque()  # listings no worker has taken yet
         self._queued = 0
         self._exhausted = False
-        self._in_flight: dict[str, int] = {}
         self._waiting = anyio.Lock()
         self._listed = anyio.Event()  # set when a listing ends; made anew once seen
 
@@ -99,31 +100,24 @@ class Scheduler:
         ends), else None (no more)."""
         self._fill()
         if self._settled:
-            return self._take_settled()
+            self._queued -= 1
+            return self._settled.popleft()
         if self._to_list:
             return ListAccount(self._to_list.popleft())
-        if not self._queues:
+        tiers = self._tiers
+        if not tiers:
             return math.inf if self._unlisted else None
         now = self._rates.now()
-        rates = self._rates
-        in_flight = self._in_flight
-        best: tuple[float, int] | None = None
-        best_account = ""
-        for account in self._queues:
-            ready = max(now, rates.of(account).ready_at())
-            flying = in_flight.get(account, 0)
-            if ready <= now and not flying:  # nothing can be sooner or less busy
-                best_account = account
-                break
-            candidate = (ready, flying)
-            if best is None or candidate < best:
-                best, best_account = candidate, account
-        else:
-            assert best is not None
-            if best[0] > now:
-                return best[0] - now
-        in_flight[best_account] = in_flight.get(best_account, 0) + 1
-        return self._pop(best_account)
+        soonest = math.inf
+        # Fewest in flight first; within a tier, the account served longest ago first. The
+        # first one ready is taken, so a take looks at one account unless some must wait.
+        for flying in sorted(tiers) if len(tiers) > 1 else tiers:
+            for account in tiers[flying].values():
+                ready = account.rate.ready_at()
+                if ready <= now:
+                    return self._pop(account)
+                soonest = min(soonest, ready)
+        return soonest - now
 
     def listed(self, account: str, listing: Listing) -> None:
         """``account``'s listing (taken as :class:`ListAccount`) ended: decide its specs."""
@@ -136,19 +130,27 @@ class Scheduler:
 
     def done(self, step: Step) -> None:
         """A step taken with :meth:`take` is finished."""
-        if step.outcome is None:
-            self._in_flight[step.target.account] -= 1
+        if step.outcome is not None:
+            return  # settled: never in flight
+        account = self._accounts[step.target.account]
+        if account.queue:
+            self._move(account, account.flying - 1)
+        else:
+            account.flying -= 1
+            if not account.flying:
+                del self._accounts[account.name]
 
     def remaining(self) -> Iterator[Step]:
         """Every step not taken yet: the queued ones, then the rest of the run, with specs not
         decided as steps never attempted."""
         yield from self._settled
-        for queue in self._queues.values():
-            yield from queue
+        for account in self._accounts.values():
+            yield from account.queue
+            account.queue.clear()
         for specs in self._unlisted.values():
             yield from map(_undecided, specs)
         self._settled.clear()
-        self._queues.clear()
+        self._tiers.clear()
         self._unlisted.clear()
         self._to_list.clear()
         self._queued = 0
@@ -195,23 +197,48 @@ class Scheduler:
         if step.outcome is not None:
             self._settled.append(step)
             return
-        account = step.target.account
-        queue = self._queues.get(account)
-        if queue is None:
-            queue = self._queues[account] = deque()
-        queue.append(step)
+        name = step.target.account
+        account = self._accounts.get(name)
+        if account is None:
+            account = self._accounts[name] = _Account(name, self._rates.of(name))
+        if not account.queue:  # back among those with work
+            self._tiers.setdefault(account.flying, {})[name] = account
+        account.queue.append(step)
 
-    def _take_settled(self) -> Step:
+    def _pop(self, account: _Account) -> Step:
+        """The head of ``account``'s queue, now in flight."""
+        step = account.queue.popleft()
         self._queued -= 1
-        return self._settled.popleft()
-
-    def _pop(self, account: str) -> Step:
-        queue = self._queues[account]
-        step = queue.popleft()
-        if not queue:
-            del self._queues[account]
-        self._queued -= 1
+        if account.queue:
+            self._move(account, account.flying + 1)
+        else:
+            self._leave_tier(account)
+            account.flying += 1
         return step
+
+    def _move(self, account: _Account, flying: int) -> None:
+        """To the tier of ``flying`` in flight, last in its turn."""
+        self._leave_tier(account)
+        account.flying = flying
+        self._tiers.setdefault(flying, {})[account.name] = account
+
+    def _leave_tier(self, account: _Account) -> None:
+        tier = self._tiers[account.flying]
+        del tier[account.name]
+        if not tier:
+            del self._tiers[account.flying]
+
+
+class _Account:
+    """An account with steps queued or in flight."""
+
+    __slots__ = ("flying", "name", "queue", "rate")
+
+    def __init__(self, name: str, rate: AccountRate) -> None:
+        self.name = name
+        self.rate = rate
+        self.queue: deque[Step] = deque()
+        self.flying = 0  # steps taken and not done
 
 
 def _undecided(spec: SecretSpec) -> Step:

@@ -144,3 +144,18 @@ async def test_a_waiting_worker_wakes_when_a_listing_ends() -> None:
         assert taken == []
         scheduler.listed("a", Listing())
     assert stepped(taken[0]).target.key_name == "K0"
+
+
+async def test_a_slow_account_does_not_gather_the_workers() -> None:
+    """Steps in flight decide: one that never answers is not given a second worker while
+    another account's steps come back."""
+    scheduler = Scheduler(
+        steps("slow", 20) + steps("fast", 20), Rates(0, clock=Clock()), window=100
+    )
+    taken = []
+    for _ in range(12):
+        step = stepped(await scheduler.take())
+        taken.append(step.target.account)
+        if step.target.account == "fast":
+            scheduler.done(step)  # answered at once; "slow" never answers
+    assert taken == ["slow"] + ["fast"] * 11
