@@ -76,7 +76,9 @@ class Plan:
             yield self.decide(spec)
         yield from self.deletions
 
-    def decide(self, spec: SecretSpec) -> Step:
+    def decide(self, spec: Target) -> Step:
+        """One secret's step. A target without its value does for every plan but one that
+        keeps a ``state``, whose fingerprints need the value."""
         listing = self.listings.get(spec.account)
         unreachable = (
             self.aborted
@@ -93,6 +95,8 @@ class Plan:
         key_name = listing.secrets.get(spec.secret_id)
         fingerprint = None
         if self.state is not None:
+            if not isinstance(spec, SecretSpec):
+                raise TypeError("a plan that keeps a state decides secrets with their values")
             fingerprint = self.state.fingerprint(spec)
             if key_name == spec.key_name and self.state.unchanged(spec, fingerprint):
                 reason = self.policy.reason(Why.UNCHANGED)

@@ -273,12 +273,33 @@ async def apply_secrets(
             return await run.execute(plan, sink)
 
 
+class PlanSteps:
+    """The steps of a plan, one per secret, none with its value: made as they are read, so a
+    plan of a million secrets is never held (each reading reads the manifests again)."""
+
+    def __init__(self, plan: Plan, run: _Run) -> None:
+        self._plan = plan
+        self._run = run
+
+    def __len__(self) -> int:
+        source = self._run.source
+        return source.excluded_count + source.count + len(self._plan.deletions)
+
+    def __iter__(self) -> Iterator[Step]:
+        plan, source = self._plan, self._run.source
+        yield from self._run.excluded_steps()
+        # Values are read only for the fingerprints of a state, and dropped at once.
+        for target in source.specs() if plan.state is not None else source.targets():
+            yield _without_value(plan.decide(target))
+        yield from plan.deletions
+
+
 @dataclass(frozen=True, slots=True)
 class PlannedSteps:
-    """What :func:`plan_secrets` found: one step per secret (no values), and why the listing
-    was cut short, if it was."""
+    """What :func:`plan_secrets` found: one step per secret (no values; read as iterated), and
+    why the listing was cut short, if it was."""
 
-    steps: list[Step]
+    steps: PlanSteps
     aborted: str | None
     stopped: str | None = None
 
@@ -309,9 +330,7 @@ async def plan_secrets(
     )
     async with run:
         plan = await run.plan()
-    planned = (_without_value(step) for step in plan.steps(run.source.specs()))
-    steps = [*run.excluded_steps(), *planned]
-    return PlannedSteps(steps, plan.aborted, plan.stopped)
+    return PlannedSteps(PlanSteps(plan, run), plan.aborted, plan.stopped)
 
 
 async def verify_secrets(

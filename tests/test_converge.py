@@ -124,12 +124,18 @@ async def test_plan_lists_exactly_what_would_change_and_writes_nothing(tmp_path:
                 *_target(server, "--prune", "--keep", "CI_*", "--output", "json"),
             )
             assert code == 0, err
-            plan = json.loads(out)["accounts"][ACCOUNT]
-            assert {kind: sorted(s["secretId"] for s in steps) for kind, steps in plan.items()} == {
+            plan = json.loads(out)
+            by_kind: dict[str, list[str]] = {}
+            for step in plan["steps"]:
+                assert step["account"] == ACCOUNT
+                by_kind.setdefault(step["plan"], []).append(step["secretId"])
+            assert {kind: sorted(ids) for kind, ids in by_kind.items()} == {
                 "create": [f"secret-{i:05d}" for i in range(5, COUNT)],
                 "update": [f"secret-{i:05d}" for i in range(5)],
                 "delete": ["legacy-token"],
             }
+            counts = {"create": COUNT - 5, "update": 5, "delete": 1}
+            assert plan["summary"] == plan["byAccount"][ACCOUNT] == dict(sorted(counts.items()))
             assert "nothing was written" in err
             assert CANARY not in out + err
         assert server.stats.writes == 0
@@ -263,3 +269,24 @@ async def test_a_write_refused_by_policy_keeps_the_state_of_what_is_there(tmp_pa
         server.stats.reset()
         assert (await run_main(*args))[0] == 0
         assert server.stats.writes == 0
+
+
+async def test_a_plan_over_several_accounts_prints_each_step_as_read_then_each_accounts_counts() -> (
+    None
+):
+    async with running_emulator(KEYS) as server:
+        server.put("team-b", "wandb-api-key", "WANDB_API_KEY", "old")
+        code, out, err = await run_main(
+            "plan", str(ROOT / "manifests" / "onboarding.csv"), "--base-url", server.base_url
+        )
+        assert code == 0, err
+        assert server.stats.writes == 0
+    lines = out.splitlines()
+    # In the manifest's order: a name line whenever the account changes.
+    assert [line for line in lines[:6] if line.endswith(":")] == ["team-a:", "team-b:", "team-c:"]
+    assert lines[-3:] == [
+        "team-a: 2 create, 0 update, 0 delete",
+        "team-b: 0 create, 1 update, 0 delete",
+        "team-c: 1 create, 0 update, 0 delete",
+    ]
+    assert "plan: 3 create, 1 update, 0 delete; nothing was written" in err

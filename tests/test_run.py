@@ -26,6 +26,7 @@ from bulk_secrets import (
 )
 from bulk_secrets.emulator import EmulatorConfig, running_emulator
 from bulk_secrets.planner import Plan
+from bulk_secrets.provision import SpecList
 
 from .helpers import ACCOUNT, API_KEY, CANARY, credentials, options, specs
 
@@ -178,3 +179,48 @@ async def test_a_value_file_that_vanishes_mid_run_ends_with_a_complete_report(
     assert "b.txt" in results["B_KEY"]["error"]
     assert results["C_KEY"]["status"] == "not_attempted"
     assert summary.stopped is not None and not summary.all_succeeded
+
+
+class _Counted(SpecList):
+    """Specs that count how many were read, with their values and without."""
+
+    def __init__(self, wanted: list[SecretSpec]) -> None:
+        super().__init__(wanted)
+        self.values_read = 0
+        self.targets_read = 0
+
+    def targets(self) -> Iterator[SecretSpec]:
+        for spec in super().targets():
+            self.targets_read += 1
+            yield spec
+
+    def specs(self) -> Iterator[SecretSpec]:
+        for spec in super().specs():
+            self.values_read += 1
+            yield spec
+
+
+async def test_a_plan_is_made_as_it_is_read_and_reads_no_value_without_a_state(
+    tmp_path: Path,
+) -> None:
+    source = _Counted(specs(50))
+    async with running_emulator(KEYS) as server:
+        planned = await plan_secrets(
+            source, credentials=credentials(), options=options(server.base_url)
+        )
+        assert len(planned.steps) == 50 and source.targets_read == 0  # nothing decided yet
+        steps = iter(planned.steps)
+        first = next(steps)
+        assert source.targets_read == 1
+        assert not isinstance(first.target, SecretSpec)  # the value is not kept
+        assert len(list(steps)) == 49 and source.values_read == 0
+        kept = _Counted(specs(50))
+        with_state = await plan_secrets(
+            kept,
+            credentials=credentials(),
+            options=options(server.base_url),
+            state=tmp_path / "state.json",
+        )
+        assert {s.action for s in with_state.steps} == {Action.CREATE}
+        assert kept.values_read == 50  # for the state's fingerprints, then dropped
+        assert all(not isinstance(s.target, SecretSpec) for s in with_state.steps)

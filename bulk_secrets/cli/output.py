@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -245,22 +245,15 @@ def _step_record(step: Step) -> dict[str, Any]:
     return record
 
 
-def plan_record(steps: list[Step]) -> dict[str, Any]:
-    accounts: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for step in steps:
-        by_kind = accounts.setdefault(step.target.account, {})
-        by_kind.setdefault(category(step), []).append(_step_record(step))
-    counts = Counter(category(step) for step in steps)
-    return {"accounts": accounts, "summary": dict(sorted(counts.items()))}
-
-
-def show_plan(steps: list[Step], *, as_json: bool) -> Counter[str]:
-    """Print the plan on stdout and its counts on stderr; return the counts."""
-    counts = Counter(category(step) for step in steps)
+def show_plan(steps: Iterable[Step], *, as_json: bool) -> Counter[str]:
+    """Print the plan on stdout as it is read, step by step, and its counts on stderr; return
+    the counts. Only the counts are kept: a plan of a million secrets is never held."""
+    counts: Counter[str] = Counter()
+    by_account: dict[str, Counter[str]] = {}
     if as_json:
-        print(json.dumps(plan_record(steps), indent=2))
+        _print_json_plan(steps, counts, by_account)
     else:
-        _print_plan(steps, counts)
+        _print_plan(steps, counts, by_account)
     trouble = bool(counts["fail"] or counts["unreachable"])
     say(
         f"plan: {counts_line(counts)}; nothing was written",
@@ -272,18 +265,47 @@ def show_plan(steps: list[Step], *, as_json: bool) -> Counter[str]:
     return counts
 
 
-def _print_plan(steps: list[Step], counts: Counter[str]) -> None:
-    by_account: dict[str, list[Step]] = {}
+def _print_plan(
+    steps: Iterable[Step], counts: Counter[str], by_account: dict[str, Counter[str]]
+) -> None:
+    """A line per step, under its account's name (again whenever the account changes), then
+    each account's counts when there are several."""
+    account = None
     for step in steps:
-        by_account.setdefault(step.target.account, []).append(step)
-    for account, account_steps in by_account.items():
-        tally = Counter(category(step) for step in account_steps)
-        print(f"{account}: {counts_line(tally)}")
-        for step in account_steps:
-            kind = category(step)
-            key_name, secret_id, location = safe_fields(step.target)
-            reason = f"  ({printable(step.reason, field=True)})" if step.reason else ""
-            print(f"  {_MARKS[kind]} {kind:<6} {key_name:<32} {secret_id:<34} {location}{reason}")
+        kind = category(step)
+        counts[kind] += 1
+        if step.target.account != account:
+            account = step.target.account
+            print(f"{account}:")
+        tally = by_account.get(account)
+        if tally is None:
+            tally = by_account[account] = Counter()
+        tally[kind] += 1
+        key_name, secret_id, location = safe_fields(step.target)
+        reason = f"  ({printable(step.reason, field=True)})" if step.reason else ""
+        print(f"  {_MARKS[kind]} {kind:<6} {key_name:<32} {secret_id:<34} {location}{reason}")
+    if len(by_account) > 1:
+        for name, tally in by_account.items():
+            print(f"{name}: {counts_line(tally)}")
+
+
+def _print_json_plan(
+    steps: Iterable[Step], counts: Counter[str], by_account: dict[str, Counter[str]]
+) -> None:
+    """``{"steps": [...], "byAccount": {...}, "summary": {...}}``, written as it is read."""
+    print('{\n  "steps": [', end="")
+    separator = "\n    "
+    for step in steps:
+        kind = category(step)
+        counts[kind] += 1
+        by_account.setdefault(step.target.account, Counter())[kind] += 1
+        record = {"account": step.target.account, "plan": kind, **_step_record(step)}
+        print(separator, json.dumps(record), sep="", end="")
+        separator = ",\n    "
+    accounts = {name: dict(sorted(tally.items())) for name, tally in by_account.items()}
+    print("\n  ],")
+    print(f'  "byAccount": {json.dumps(accounts)},')
+    print(f'  "summary": {json.dumps(dict(sorted(counts.items())))}\n}}')
 
 
 def exit_code_of_plan(planned: PlannedSteps, counts: Counter[str]) -> int:
