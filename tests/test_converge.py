@@ -271,9 +271,7 @@ async def test_a_write_refused_by_policy_keeps_the_state_of_what_is_there(tmp_pa
         assert server.stats.writes == 0
 
 
-async def test_a_plan_over_several_accounts_prints_each_step_as_read_then_each_accounts_counts() -> (
-    None
-):
+async def test_a_plan_of_several_accounts_prints_each_step_as_read_then_the_counts() -> None:
     async with running_emulator(KEYS) as server:
         server.put("team-b", "wandb-api-key", "WANDB_API_KEY", "old")
         code, out, err = await run_main(

@@ -3,6 +3,7 @@
 Latency and the rate limit run on a :class:`VirtualClock`: no test here waits for time to pass.
 """
 
+import argparse
 import base64
 import contextlib
 import random
@@ -14,6 +15,7 @@ import aiohttp
 import anyio
 import pytest
 
+from bulk_secrets.cli import emulator_command
 from bulk_secrets.clock import Clock
 from bulk_secrets.emulator import (
     Emulator,
@@ -649,6 +651,77 @@ async def test_retry_after_seconds_fixes_the_header_and_the_bucket_still_decides
     await assert_429(session, header)
 
 
+async def test_rate_limit_share_0_refuses_nothing_and_draws_nothing(
+    start: Start, connect: Connect
+) -> None:
+    """At 0 the knob draws no random number: the other faults fall as they did without it."""
+    runs: list[list[int]] = []
+    knobs: list[dict[str, Any]] = [{}, {"rate_limit_share": 0.0}]
+    for knob in knobs:
+        session = await connect(await start(error_rate=0.5, seed=42, **knob))
+        runs.append([(await call(session, "GET", SECRETS))[0] for _ in range(40)])
+    assert runs[0] == runs[1]
+    assert 200 in runs[0] and 429 not in runs[0]
+
+
+@pytest.mark.parametrize(
+    ("faults", "header"),
+    [({}, "1"), ({"retry_after_seconds": 2.5}, "3"), ({"retry_after_seconds": 0.0}, "0"),
+     ({"retry_after": False}, None)],
+    ids=["default", "fixed", "at-once", "no-header"],
+)  # fmt: skip
+async def test_rate_limit_share_1_refuses_every_request_at_once_and_applies_nothing(
+    start: Start,
+    connect: Connect,
+    clock: VirtualClock,
+    faults: dict[str, Any],
+    header: str | None,
+) -> None:
+    emu = await start(rate_limit_share=1.0, latency=5.0, seed=1, **faults)
+    session = await connect(emu)
+    emu.put(ACCOUNT, "present", "KEY", "old")
+    requests = [
+        ("POST", SECRETS, create_body()),
+        ("PATCH", f"{SECRETS}/present", {"keyName": "NEW", "value": VALUE}),
+        ("DELETE", f"{SECRETS}/present", None),
+        ("GET", SECRETS, None),
+        ("GET", f"{SECRETS}/present", None),
+    ]
+    for method, path, body in requests:
+        status, answer, headers = await call_with_headers(session, method, path, json=body)
+        assert_error(status, answer, 429, 8)
+        assert headers.get("Retry-After") == header
+    assert emu.secrets(ACCOUNT) == {"present": ("KEY", "old")}
+    assert emu.stats.count(status=429) == emu.stats.count() == len(requests)
+    assert clock.now() == START  # refused before the latency, as a rate limiter does
+    unauthenticated = await connect(emu, key="wrong")
+    assert (await call(unauthenticated, "GET", SECRETS))[0] == 401  # decided after the key
+
+
+async def test_rate_limit_share_refuses_a_seeded_random_share(
+    start: Start, connect: Connect
+) -> None:
+    runs: list[list[int]] = []
+    for _ in range(2):
+        session = await connect(await start(rate_limit_share=0.3, seed=5))
+        runs.append([(await call(session, "GET", SECRETS))[0] for _ in range(200)])
+    assert runs[0] == runs[1]  # the same seed, the same requests refused
+    assert set(runs[0]) == {200, 429}
+    assert 30 <= runs[0].count(429) <= 90  # 60 expected; a wide band
+
+
+async def test_rate_limit_share_comes_on_top_of_the_bucket(
+    start: Start, connect: Connect, clock: VirtualClock
+) -> None:
+    """A request the bucket refuses says the bucket's wait; one it lets through may still be
+    refused at random, and has taken its token."""
+    emu = await start(rate_limit=0.25, burst=2, rate_limit_share=1.0, seed=1)
+    session = await connect(emu)
+    for _ in range(2):
+        await assert_429(session, "1")  # a token taken, then refused at random
+    await assert_429(session, "4")  # the bucket is empty: 1 token at 0.25/s
+
+
 async def test_a_bad_key_is_401_whatever_the_faults(
     start: Start, connect: Connect, clock: VirtualClock
 ) -> None:
@@ -691,6 +764,7 @@ def test_debug_routes_recognise_loopback_peers(remote: str | None, loopback: boo
 @pytest.mark.parametrize(
     "faults",
     [{"error_rate": 1.5}, {"drop_rate": -0.1}, {"write_then_fail_rate": float("nan")},
+     {"rate_limit_share": 1.01}, {"rate_limit_share": -0.5},
      {"latency": -1.0}, {"jitter": float("inf")}, {"rate_limit": -5.0}, {"burst": 0},
      {"retry_after_seconds": -1.0}, {"retry_after_seconds": float("nan")},
      {"retry_after_seconds": float("inf")}, {"retry_after": False, "retry_after_seconds": 0.0}],
@@ -705,6 +779,16 @@ def test_default_burst_follows_the_rate() -> None:
     assert Faults(rate_limit=0.5).bucket_size == 1
     assert Faults(rate_limit=100).bucket_size == 100
     assert Faults(rate_limit=100, burst=3).bucket_size == 3
+
+
+def test_the_emulator_command_turns_its_flags_into_faults() -> None:
+    parser = argparse.ArgumentParser()
+    emulator_command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["emulator", "--latency", "0.02", "--rate-limit-share", "0.03"])
+    assert emulator_command.config_from(args).faults == Faults(latency=0.02, rate_limit_share=0.03)
+    args = parser.parse_args(["emulator", "--rate-limit-share", "2"])
+    with pytest.raises(ValueError, match="rate_limit_share"):
+        emulator_command.config_from(args)
 
 
 async def test_serve_runs_until_cancelled() -> None:

@@ -47,6 +47,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     knobs.add_argument(
         "--no-retry-after", action="store_true", help="answer 429 without a Retry-After header"
     )
+    knobs.add_argument(
+        "--rate-limit-share",
+        type=float,
+        default=0.0,
+        help="share answered 429 at random, with Retry-After: 1",
+    )
     knobs.add_argument("--error-rate", type=float, default=0.0, help="share answered 5xx")
     knobs.add_argument(
         "--drop-rate", type=float, default=0.0, help="share whose connection is dropped"
@@ -74,6 +80,7 @@ def config_from(args: argparse.Namespace) -> emulator.EmulatorConfig:
         rate_limit=args.rate_limit,
         burst=args.burst,
         retry_after=not args.no_retry_after,
+        rate_limit_share=args.rate_limit_share,
         error_rate=args.error_rate,
         drop_rate=args.drop_rate,
         write_then_fail_rate=args.write_then_fail_rate,

@@ -9,7 +9,11 @@ Faults are decided after authentication, and repeat with ``seed``:
   rounded up, at least 1;
 - ``retry_after_seconds``: when set (finite, >= 0; needs ``retry_after``), every such 429 says
   ``Retry-After: <that many seconds>`` instead, rounded up to whole seconds (``0``: retry at
-  once, so a client honouring it does not wait). The bucket alone decides what gets a 429;
+  once, so a client honouring it does not wait). It says when, never whether, to come back;
+- ``rate_limit_share``: a random share of API requests (of those the bucket let through)
+  answered 429, as a server does whose limit others share, with no change applied and
+  ``Retry-After: <retry_after_seconds>`` when that is set, else ``Retry-After: 1`` (none with
+  ``retry_after=False``). Like the bucket's, these 429s come before the latency;
 - ``error_rate``: a 500/502/503/504 with no change applied;
 - ``drop_rate``: the TCP connection is closed with no answer and no change applied;
 - ``write_then_fail_rate``: a successful POST/PATCH/DELETE is applied, then answered with a 503
@@ -23,6 +27,7 @@ both.
 import math
 import random
 from dataclasses import dataclass
+from typing import NoReturn
 
 from ..clock import Clock
 from .store import WRITE_METHODS, ErrorReply
@@ -42,6 +47,7 @@ class Faults:
     burst: int | None = None  # bucket size; None = max(1, int(rate_limit))
     retry_after: bool = True
     retry_after_seconds: float | None = None  # a fixed Retry-After; None = the bucket's wait
+    rate_limit_share: float = 0.0  # share of requests answered 429 at random
     error_rate: float = 0.0
     drop_rate: float = 0.0
     write_then_fail_rate: float = 0.0
@@ -52,7 +58,7 @@ class Faults:
             number = getattr(self, name)
             if not (math.isfinite(number) and number >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {number!r}")
-        for name in ("error_rate", "drop_rate", "write_then_fail_rate"):
+        for name in ("rate_limit_share", "error_rate", "drop_rate", "write_then_fail_rate"):
             share = getattr(self, name)
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"{name} must be a share between 0 and 1, got {share!r}")
@@ -104,18 +110,23 @@ class FaultInjector:
         self._buckets: dict[str, TokenBucket] = {}
 
     def take_token(self, account: str) -> None:
-        """Raise a 429 :class:`ErrorReply` if the account's bucket is empty."""
+        """Raise a 429 :class:`ErrorReply` if the account's bucket is empty, or if the request
+        is one of the ``rate_limit_share`` refused at random."""
         faults = self.faults
-        if faults.rate_limit <= 0:
-            return
-        now = self._clock.now()
-        if account not in self._buckets:  # a new account starts with a full bucket
-            size = faults.bucket_size
-            self._buckets[account] = TokenBucket(faults.rate_limit, size, size, now)
-        wait = self._buckets[account].take(now)
-        if wait > 0:
-            headers = {"Retry-After": self._retry_after(wait)} if faults.retry_after else {}
-            raise ErrorReply(429, f"rate limit exceeded for account {account!r}", headers)
+        if faults.rate_limit > 0:
+            now = self._clock.now()
+            if account not in self._buckets:  # a new account starts with a full bucket
+                size = faults.bucket_size
+                self._buckets[account] = TokenBucket(faults.rate_limit, size, size, now)
+            wait = self._buckets[account].take(now)
+            if wait > 0:
+                self._refuse(account, wait)
+        if self._chance(faults.rate_limit_share):
+            self._refuse(account, 1.0)
+
+    def _refuse(self, account: str, wait: float) -> NoReturn:
+        headers = {"Retry-After": self._retry_after(wait)} if self.faults.retry_after else {}
+        raise ErrorReply(429, f"rate limit exceeded for account {account!r}", headers)
 
     def _retry_after(self, wait: float) -> str:
         fixed = self.faults.retry_after_seconds
