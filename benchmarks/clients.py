@@ -1,8 +1,9 @@
-"""The manifests, and the three clients, each run once against a fresh emulator.
+"""The manifests, and the three clients, each run once against an emulator.
 
 ``run_sequential`` (one ``requests`` POST after another, in this process), ``run_bare``
 (``bare.py``) and ``run_apply`` (``python -m bulk_secrets apply``) each return a
 ``Measurement``. Each takes its emulator from ``Servers``: a fresh one, except in a smoke run.
+``Client`` is how bare and apply are run: event loop, glibc's malloc, accounts.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -20,9 +23,10 @@ from measurements import Measurement, RunFailed
 from processes import (
     API_KEY,
     BARE,
+    DEFAULT_LOOP,
     Servers,
+    Setup,
     client_timeout,
-    emulator_knobs,
     expected_rate,
     json_object,
     local_session,
@@ -31,6 +35,7 @@ from processes import (
 )
 
 RETRIES = 8
+DEFAULT_MAX_RPS = 50.0  # apply's default --max-rps (per account), only to bound a run's time
 SEQUENTIAL_MAX_SECONDS = 60.0
 
 
@@ -45,16 +50,29 @@ def value_for(index: int) -> str:
     return f"bench-value-{index:07d}-abcdefghijklmnopqrstuvwxyz"  # the same as bare.py's
 
 
-def write_manifest(path: Path, count: int) -> Path:
-    """A CSV manifest of ``count`` secrets, streamed to disk."""
+def account_for(account: str, number: int) -> str:
+    return f"{account}-{number:05d}"  # the same as bare.py's
+
+
+def write_manifest(path: Path, count: int, *, accounts: int = 1, account: str = "") -> Path:
+    """A CSV manifest of ``count`` secrets, streamed to disk. With ``accounts`` > 1 it has an
+    ``account`` column: ``ACCOUNT-00001``, ... ``count / accounts`` rows each, account by
+    account (as bare.py spreads them)."""
     with path.open("w", encoding="utf-8", newline="") as out:
-        out.write("keyName,value\n")
-        out.writelines(f"{key_for(i)},{value_for(i)}\n" for i in range(1, count + 1))
+        if accounts == 1:
+            out.write("keyName,value\n")
+            out.writelines(f"{key_for(i)},{value_for(i)}\n" for i in range(1, count + 1))
+            return path
+        out.write("account,keyName,value\n")
+        per_account = -(-count // accounts)
+        for i in range(1, count + 1):
+            name = account_for(account, (i - 1) // per_account + 1)
+            out.write(f"{name},{key_for(i)},{value_for(i)}\n")
     return path
 
 
 class Manifests:
-    """CSV manifests by size, in one temporary folder."""
+    """Single-account CSV manifests by size, in one temporary folder."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -67,8 +85,25 @@ class Manifests:
                 self._paths[count] = write_manifest(self.folder / f"secrets-{count}.csv", count)
             return self._paths[count]
 
+    def drop(self, count: int) -> None:
+        """Delete the manifest of ``count`` rows (a large one, no longer needed)."""
+        with self._lock:
+            path = self._paths.pop(count, None)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
-_REPORTS = itertools.count(1)  # apply's report files, one per run
+
+_FILES = itertools.count(1)  # apply's report files and per-run manifests, one per run
+
+
+@dataclass(frozen=True)
+class Client:
+    """How a bare or apply run is made, beyond its size and concurrency."""
+
+    loop: str = DEFAULT_LOOP  # the event loop (bare's --loop, the CLI's BULK_SECRETS_LOOP)
+    malloc_tuned: bool = True  # processes.MALLOC_ENV: for runs compared with the bare loop
+    accounts: int = 1  # the secrets spread over this many accounts (apply: a CSV column)
+    listing: bool = False  # bare: GET each account's secrets first, as apply lists them
 
 
 # --- the three clients ----------------------------------------------------------------------
@@ -76,12 +111,12 @@ _REPORTS = itertools.count(1)  # apply's report files, one per run
 
 def run_sequential(servers: Servers, scenario: str, latency: float, sample: int) -> Measurement:
     """One POST after another over one ``requests.Session``, in this process."""
-    knobs, described = emulator_knobs(latency)
-    m = Measurement(scenario, "sequential", 1, latency * 1000, sample, server=described)
+    setup = Setup(latency=latency)
+    m = Measurement(scenario, "sequential", 1, latency * 1000, sample, server=setup.describe())
     m.sampled = True
     m.note = f"sampled: {sample} secrets"
     try:
-        with servers.lease(knobs) as server:
+        with servers.lease(setup) as server:
             url = f"{server.url}/v1/accounts/{server.account}/secrets"
             headers = {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"}
             cpu_started = time.process_time()
@@ -108,19 +143,38 @@ def run_sequential(servers: Servers, scenario: str, latency: float, sample: int)
     return m
 
 
+def new_measurement(
+    scenario: str, client: str, secrets: int, concurrency: int, setup: Setup, how: Client
+) -> Measurement:
+    m = Measurement(scenario, client, concurrency, setup.latency * 1000, secrets)
+    m.server = setup.describe()
+    m.tls = setup.tls is not None
+    m.accounts = how.accounts
+    m.loop = how.loop
+    m.malloc_tuned = how.malloc_tuned
+    return m
+
+
 def run_bare(
-    servers: Servers, scenario: str, secrets: int, concurrency: int, latency: float
+    servers: Servers,
+    scenario: str,
+    secrets: int,
+    concurrency: int,
+    setup: Setup,
+    how: Client = Client(),
 ) -> Measurement:
     """``bare.py`` in a process of its own."""
-    knobs, described = emulator_knobs(latency)
-    m = Measurement(scenario, "bare", concurrency, latency * 1000, secrets, server=described)
-    timeout = client_timeout(secrets, expected_rate(concurrency, latency))
+    m = new_measurement(scenario, "bare", secrets, concurrency, setup, how)
+    timeout = client_timeout(secrets, expected_rate(concurrency, setup.latency))
     try:
-        with servers.lease(knobs) as server:
+        with servers.lease(setup) as server:
             command = [sys.executable, str(BARE), "--base-url", server.url]
             command += ["--account", server.account, "--count", str(secrets)]
             command += ["--concurrency", str(concurrency), "--deadline", f"{timeout - 30:.0f}"]
-            run = run_client(command, timeout)
+            command += ["--loop", how.loop, "--accounts", str(how.accounts)]
+            command += ["--list"] if how.listing else []
+            command += ["--cafile", str(setup.tls.cert)] if setup.tls else []
+            run = run_client(command, timeout, loop=how.loop, malloc_tuned=how.malloc_tuned)
             server.fill(m)
         record = json_object(run.stdout)
     except (RunFailed, requests.RequestException) as exc:
@@ -128,7 +182,8 @@ def run_bare(
         return m
     m.succeeded = int(record["succeeded"])
     m.work_seconds = float(record["seconds"])
-    m.loop = str(record.get("loop"))
+    if record.get("loop") != how.loop:
+        m.error = f"ran on {record.get('loop')}, not {how.loop}"
     m.wall_seconds = run.wall_seconds
     m.peak_rss_kib = run.peak_rss_kib
     m.client_cpu_seconds = run.cpu_seconds
@@ -138,44 +193,85 @@ def run_bare(
     return m
 
 
+PLANNED = re.compile(r"plan: (\d+) create")  # apply --dry-run's line on stderr
+
+
 def run_apply(
     servers: Servers,
     scenario: str,
-    manifest: Path,
+    manifests: Manifests,
     secrets: int,
     concurrency: int,
+    setup: Setup,
+    how: Client = Client(),
     *,
-    latency: float = 0.0,
-    rate_limit: int = 0,
-    max_rps: float = 0.0,
+    max_rps: float | None = 0.0,
+    dry_run: bool = False,
 ) -> Measurement:
-    """``python -m bulk_secrets apply`` end to end, in a process of its own."""
-    knobs, described = emulator_knobs(latency, rate_limit)
-    m = Measurement(scenario, "apply", concurrency, latency * 1000, secrets, server=described)
+    """``python -m bulk_secrets apply`` end to end, in a process of its own.
+
+    The manifest is the single-account CSV of ``secrets`` rows from ``manifests``, used with
+    ``--account``; with ``how.accounts`` > 1 a manifest with an account column is written for
+    the run instead (its accounts named after the run's), and deleted after it. ``max_rps``
+    None: apply's default rate. ``dry_run``: list and plan, and ``succeeded`` counts the
+    secrets planned for creation (``work_seconds`` is the process's wall time: a dry run
+    prints no summary)."""
+    m = new_measurement(scenario, "apply", secrets, concurrency, setup, how)
     m.max_rps = max_rps
-    rate_guess = float(rate_limit) if rate_limit else expected_rate(concurrency, latency)
-    report = manifest.with_name(f"report-{os.getpid()}-{next(_REPORTS)}.jsonl")
+    m.dry_run = dry_run
+    rate_guess = expected_rate(concurrency, setup.latency)
+    if setup.rate_limit:
+        rate_guess = min(rate_guess, setup.rate_limit)
+    if max_rps is None:
+        rate_guess = min(rate_guess, DEFAULT_MAX_RPS * how.accounts)
+    if setup.share_429:
+        rate_guess /= 10  # every 429 pauses the account a second
+    number = next(_FILES)
+    report = manifests.folder / f"report-{os.getpid()}-{number}.jsonl"
+    own_manifest: Path | None = None
     try:
-        with servers.lease(knobs) as server:
-            command = [sys.executable, "-m", "bulk_secrets", "apply", str(manifest)]
-            command += ["--account", server.account, "--base-url", server.url]
-            command += ["--concurrency", str(concurrency), "--max-rps", f"{max_rps:g}"]
-            command += ["--retries", str(RETRIES), "--report", str(report), "--output", "json"]
-            run = run_client(command, client_timeout(secrets, rate_guess))
+        with servers.lease(setup) as server:
+            command = [sys.executable, "-m", "bulk_secrets", "apply"]
+            if how.accounts > 1:
+                own_manifest = manifests.folder / f"accounts-{os.getpid()}-{number}.csv"
+                write_manifest(own_manifest, secrets, accounts=how.accounts, account=server.account)
+                command += [str(own_manifest)]
+            else:
+                command += [str(manifests.get(secrets)), "--account", server.account]
+            command += ["--base-url", server.url, "--concurrency", str(concurrency)]
+            command += [] if max_rps is None else ["--max-rps", f"{max_rps:g}"]
+            command += ["--retries", str(RETRIES)]
+            command += ["--ca-bundle", str(setup.tls.cert)] if setup.tls else []
+            if dry_run:
+                command += ["--dry-run"]
+            else:
+                command += ["--report", str(report), "--output", "json"]
+            timeout = client_timeout(secrets, rate_guess)
+            run = run_client(command, timeout, loop=how.loop, malloc_tuned=how.malloc_tuned)
             server.fill(m)
         m.exit_code = run.returncode
         m.wall_seconds = run.wall_seconds
         m.peak_rss_kib = run.peak_rss_kib
         m.client_cpu_seconds = run.cpu_seconds
-        summary = json_object(run.stdout)
+        summary = {} if dry_run else json_object(run.stdout)
     except (RunFailed, requests.RequestException) as exc:
         m.error = str(exc) if m.exit_code is None else f"exit {m.exit_code}: {exc}"
         return m
     finally:
         report.unlink(missing_ok=True)
-    m.summary = summary
-    m.succeeded = int(summary.get("succeeded", 0))
-    m.work_seconds = float(summary.get("durationSeconds", 0.0))
+        if own_manifest is not None:
+            own_manifest.unlink(missing_ok=True)
+    if dry_run:
+        planned = PLANNED.search(run.stderr)
+        if planned is None:
+            m.error = f"exit {run.returncode}: no plan line on stderr: {tail(run.stderr, 2)}"
+            return m
+        m.succeeded = int(planned[1])
+        m.work_seconds = run.wall_seconds
+    else:
+        m.summary = summary
+        m.succeeded = int(summary.get("succeeded", 0))
+        m.work_seconds = float(summary.get("durationSeconds", 0.0))
     if run.returncode != 0:
         m.note = f"exit {run.returncode}: {tail(run.stderr, 2)}"
     return m

@@ -32,14 +32,18 @@ class Measurement:
     concurrency: int
     latency_ms: float
     secrets: int  # asked for (for sequential: the sample size)
+    accounts: int = 1  # the secrets are spread over this many accounts, account by account
     succeeded: int = 0
     # Timed inside the client: the sequential loop; bare.py's loop (session open to close);
     # apply's summary durationSeconds (the run as the CLI times it; no interpreter start-up).
     work_seconds: float = 0.0
     wall_seconds: float = 0.0  # the whole client process, interpreter start-up included
     server: str = ""  # the emulator's fault knobs
-    loop: str | None = None  # bare's event loop (apply picks the same: uvloop if installed)
-    max_rps: float | None = None  # apply's --max-rps
+    tls: bool = False  # https, the client trusting the emulator's self-signed certificate
+    loop: str | None = None  # the client's event loop: bare's --loop, apply's BULK_SECRETS_LOOP
+    malloc_tuned: bool = False  # run with processes.MALLOC_ENV (no mmap per socket read)
+    max_rps: float | None = None  # apply's --max-rps; None: bare, or apply's default rate
+    dry_run: bool = False  # apply --dry-run: list and plan, write nothing
     sampled: bool = False
     requests_by_status: dict[str, int] = field(default_factory=dict)  # from /_emulator/stats
     connections: int | None = None  # TCP connections the client opened (from the stats)
@@ -51,6 +55,7 @@ class Measurement:
     ratio_vs_bare: float | None = None
     ratio_vs_sequential: float | None = None
     repeat_rates: list[float] = field(default_factory=list)  # every repeat; this is the median
+    repeat_runs: list[dict[str, Any]] = field(default_factory=list)  # every repeat, in short
     note: str = ""
     error: str | None = None  # why there is no measurement
     # Seconds since the harness started: when this run's emulator was started, and when the
@@ -62,6 +67,11 @@ class Measurement:
     def rate(self) -> float:
         """Secrets created per second of ``work_seconds``."""
         return self.succeeded / self.work_seconds if self.work_seconds > 0 else 0.0
+
+    @property
+    def request_rate(self) -> float:
+        """API requests (the emulator's count, listing included) per second of work."""
+        return self.requests / self.work_seconds if self.work_seconds > 0 else 0.0
 
     @property
     def wall_rate(self) -> float:
@@ -92,6 +102,7 @@ class Measurement:
         record = dataclasses.asdict(self)
         record.update(
             rate=self.rate,
+            request_rate=self.request_rate,
             wall_rate=self.wall_rate,
             requests=self.requests,
             share_429=self.share_429,
@@ -109,9 +120,12 @@ class Scenario:
     measurements: list[Measurement] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def find(self, client: str, concurrency: int | None = None) -> Measurement | None:
+    def find(self, client: str, concurrency: int | None = None, **match: Any) -> Measurement | None:
+        """The first run of ``client`` (at ``concurrency``) whose attributes equal ``match``."""
         for m in self.measurements:
-            if m.client == client and concurrency in (None, m.concurrency):
+            if m.client != client or concurrency not in (None, m.concurrency):
+                continue
+            if all(getattr(m, name) == value for name, value in match.items()):
                 return m
         return None
 
@@ -125,6 +139,7 @@ class Scenario:
 
 @dataclass(frozen=True)
 class Check:
+    group: str  # the goal it belongs to: "rate control", "CPU per secret", ...
     name: str
     observed: str
     passed: bool | None  # None: not measured in this run
@@ -142,8 +157,14 @@ class Settings:
     sequential_sample: dict[float, int]
     repeats: int
     sweep: tuple[int, ...]
-    rate_limited_secrets: int
+    rate_limited_secrets: int  # the token-bucket scenario
+    rate_control_secrets: int  # the random-429 scenario
+    cpu_secrets: tuple[int, int]  # the CPU-per-secret runs: (small, large)
+    loops: tuple[str, ...]  # the event loops of the CPU-per-secret scenario
+    many_accounts: tuple[int, int]  # (accounts, secrets each) of the throughput runs
+    many_accounts_rss: tuple[int, int] | None  # (accounts, secrets each) of the RSS run
     memory_rows: tuple[int, ...]  # empty: memory is not measured
+    only: tuple[str, ...]  # the scenarios to run; empty: all
     json_out: Path
 
 

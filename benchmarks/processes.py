@@ -1,15 +1,23 @@
 """The subprocesses: the emulator, and a client started through ``peak_rss.py``.
 
-``Emulator`` starts ``python -m bulk_secrets emulator`` on a free loopback port and reads its
-stats and CPU time; ``Servers`` hands each run its emulator (a fresh one, or in a smoke run a
-shared one); ``run_client`` runs a client (``bare.py`` or the CLI) in a process group of its
-own, killed on timeout, and reads its peak RSS and CPU time; ``json_object`` reads the JSON
-summary a client printed.
+``Emulator`` starts ``python -m bulk_secrets emulator`` (over TLS: ``tls_emulator.py``) on a
+free loopback port and reads its stats and CPU time; ``Setup`` is what an emulator is asked to
+do (latency, rate limit, random 429s, TLS); ``Servers`` hands each run its emulator (a fresh
+one, or in a smoke run a shared one); ``run_client`` runs a client (``bare.py`` or the CLI) in
+a process group of its own, killed on timeout, and reads its peak RSS and CPU time;
+``json_object`` reads the JSON summary a client printed; ``make_certificate`` makes the
+self-signed certificate of the TLS runs.
+
+Every process gets its event loop explicitly: the emulators ``DEFAULT_LOOP`` (through
+``BULK_SECRETS_LOOP``, which ``bulk_secrets.provision.run_blocking`` honours), the clients the
+loop of their run. ``MALLOC_ENV`` is the environment that spares a process glibc's mmap (or
+brk) pair per socket read; see ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 import json
 import os
@@ -32,11 +40,25 @@ from measurements import Measurement, RunFailed
 HERE = Path(__file__).resolve().parent
 BARE = HERE / "bare.py"
 PEAK_RSS = HERE / "peak_rss.py"
+TLS_EMULATOR = HERE / "tls_emulator.py"
 
 HOST = "127.0.0.1"  # every server binds here, every request goes here
 API_KEY = "bench-throwaway-key"  # the only key the emulators accept; it guards nothing
 ACCOUNT = "bench"  # the account of every run on a fresh emulator; shared ones: bench-1, ...
 EMULATOR_READY_SECONDS = 30.0
+STDOUT_TAIL = 32 << 20  # bytes of a client's stdout kept: a dry run prints a line per secret
+
+LOOP_ENV = "BULK_SECRETS_LOOP"  # the CLI's (and the emulator's) event loop: asyncio or uvloop
+UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
+DEFAULT_LOOP = "uvloop" if UVLOOP_INSTALLED else "asyncio"  # what bulk-secrets picks unforced
+LOOPS = ("asyncio", "uvloop") if UVLOOP_INSTALLED else ("asyncio",)
+# glibc's malloc serves a request of 128 KiB or more with mmap until a block that large is freed
+# whole, which raises the threshold for good. asyncio's socket reads allocate 256 KiB and shrink
+# the block to what was read, so it is never freed whole: in a process where nothing else
+# raised the threshold (the bare loop), every read is an mmap, mremap and munmap. A fixed
+# threshold of 1 MiB serves the reads from the heap, and a trim threshold of twice that (glibc's
+# own ratio) keeps the heap from being given back and grown again (a brk pair) on every read.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "2097152"}
 
 
 # --- the emulator ---------------------------------------------------------------------------
@@ -55,11 +77,78 @@ def local_session() -> requests.Session:
     return session
 
 
-class Emulator:
-    """``bulk-secrets emulator`` in a subprocess of its own, on a free loopback port."""
+@dataclass(frozen=True)
+class Certificate:
+    """A self-signed certificate for 127.0.0.1 and its private key, both PEM files."""
 
-    def __init__(self, *knobs: str) -> None:
-        self.knobs = list(knobs)
+    cert: Path
+    key: Path
+
+
+def make_certificate(folder: Path) -> Certificate:
+    """A self-signed certificate valid for IP 127.0.0.1 (the URL's host), made with openssl."""
+    cert = Certificate(folder / "bench-cert.pem", folder / "bench-key.pem")
+    try:
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", str(cert.key), "-out", str(cert.cert), "-days", "2",
+             "-subj", f"/CN={HOST}", "-addext", f"subjectAltName=IP:{HOST}"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RunFailed(f"openssl could not make a certificate: {exc}") from None
+    return cert
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What an emulator is asked to do: its fault knobs, and TLS."""
+
+    latency: float = 0.0  # seconds added to each request
+    rate_limit: int = 0  # requests/s per account, with a burst of as many; 429 + Retry-After
+    share_429: float = 0.0  # a random share of API requests answered 429, Retry-After: 1
+    tls: Certificate | None = None  # https with this certificate
+
+    def knobs(self) -> list[str]:
+        """The emulator's flags (``bulk-secrets emulator``'s, which tls_emulator.py shares)."""
+        knobs = ["--latency", f"{self.latency:g}"]
+        if self.rate_limit:
+            knobs += ["--rate-limit", str(self.rate_limit), "--burst", str(self.rate_limit)]
+        if self.share_429:
+            knobs += ["--rate-limit-share", f"{self.share_429:g}", "--seed", "1"]
+        return knobs
+
+    def describe(self) -> str:
+        described = f"latency {self.latency * 1000:g} ms"
+        if self.rate_limit:
+            described += f", rate limit {self.rate_limit}/s, burst {self.rate_limit}, Retry-After"
+        if self.share_429:
+            described += f", {self.share_429:.0%} random 429s (Retry-After: 1)"
+        if self.tls:
+            described += ", TLS"
+        return described
+
+
+def process_env(loop: str, *, malloc_tuned: bool) -> dict[str, str]:
+    """This process's environment, with the event loop forced and glibc's malloc as asked."""
+    env = {k: v for k, v in os.environ.items() if k != LOOP_ENV and k not in MALLOC_ENV}
+    env[LOOP_ENV] = loop
+    if malloc_tuned:
+        env.update(MALLOC_ENV)
+    return env
+
+
+class Emulator:
+    """``bulk-secrets emulator`` in a subprocess of its own, on a free loopback port.
+
+    It runs on ``DEFAULT_LOOP``, whatever the client of the run does, with ``MALLOC_ENV``: the
+    server is the same for every run, and no slower than it needs to be.
+    """
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
         self.url = ""
         self._process: subprocess.Popen[str] | None = None
         self._drain_thread: threading.Thread | None = None
@@ -90,14 +179,20 @@ class Emulator:
         raise RunFailed("the emulator did not start: " + " | ".join(self._tail))
 
     def _start(self, port: int) -> bool:
-        command = [sys.executable, "-m", "bulk_secrets", "emulator", "--host", HOST]
-        command += ["--port", str(port), "--key", API_KEY, *self.knobs]
+        tls = self.setup.tls
+        if tls is None:
+            command = [sys.executable, "-m", "bulk_secrets", "emulator"]
+        else:
+            command = [sys.executable, str(TLS_EMULATOR), "--cert", str(tls.cert)]
+            command += ["--cert-key", str(tls.key)]
+        command += ["--host", HOST, "--port", str(port), "--key", API_KEY, *self.setup.knobs()]
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            env=process_env(DEFAULT_LOOP, malloc_tuned=True),
         )
         self._process = process
         ready = threading.Event()
@@ -110,7 +205,7 @@ class Emulator:
         self._drain_thread = drain
         settled.wait(EMULATOR_READY_SECONDS)
         if ready.is_set():
-            self.url = f"http://{HOST}:{port}"
+            self.url = f"{'http' if tls is None else 'https'}://{HOST}:{port}"
             return True
         self.stop()
         return False
@@ -151,7 +246,9 @@ class Emulator:
 
     def stats(self) -> dict[str, Any]:
         """``GET /_emulator/stats``; its own connection is taken off ``connections``."""
+        tls = self.setup.tls
         with local_session() as session:
+            session.verify = True if tls is None else str(tls.cert)
             response = session.get(f"{self.url}/_emulator/stats", timeout=10)
             response.raise_for_status()
             stats: dict[str, Any] = response.json()
@@ -168,16 +265,6 @@ class Emulator:
             return 0.0
         fields = text.rsplit(")", 1)[1].split()  # after "pid (comm)": state is fields[0]
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def emulator_knobs(latency: float, rate_limit: int = 0) -> tuple[list[str], str]:
-    """The emulator's flags and a short description of them."""
-    knobs = ["--latency", f"{latency:g}"]
-    described = f"latency {latency * 1000:g} ms"
-    if rate_limit:
-        knobs += ["--rate-limit", str(rate_limit), "--burst", str(rate_limit)]
-        described += f", rate limit {rate_limit}/s, burst {rate_limit}, Retry-After"
-    return knobs, described
 
 
 @dataclass(frozen=True)
@@ -227,7 +314,7 @@ class Servers:
     def __init__(self, shared: bool) -> None:
         self.shared = shared
         self._lock = threading.Lock()
-        self._idle: dict[tuple[str, ...], list[Emulator]] = {}
+        self._idle: dict[Setup, list[Emulator]] = {}
         self._started: list[Emulator] = []
         self._accounts = itertools.count(1)
         self._closed = False
@@ -244,13 +331,12 @@ class Servers:
         self.close()
 
     @contextlib.contextmanager
-    def lease(self, knobs: Sequence[str]) -> Iterator[Lease]:
+    def lease(self, setup: Setup) -> Iterator[Lease]:
         if not self.shared:
-            with Emulator(*knobs) as server:
+            with Emulator(setup) as server:
                 yield Lease(server, ACCOUNT, server.cpu_seconds(), None)
             return
-        key = tuple(knobs)
-        server = self._take(key)
+        server = self._take(setup)
         try:
             account = f"{ACCOUNT}-{next(self._accounts)}"
             yield Lease(server, account, server.cpu_seconds(), server.stats())
@@ -259,15 +345,15 @@ class Servers:
             raise
         with self._lock:
             if not self._closed:
-                self._idle.setdefault(key, []).append(server)
+                self._idle.setdefault(setup, []).append(server)
 
-    def _take(self, key: tuple[str, ...]) -> Emulator:
+    def _take(self, setup: Setup) -> Emulator:
         with self._lock:
             if self._closed:
                 raise RunFailed("the harness is stopping")
-            if idle := self._idle.get(key):
+            if idle := self._idle.get(setup):
                 return idle.pop()
-            server = Emulator(*key)
+            server = Emulator(setup)
             self._started.append(server)
         server.start()  # outside the lock: emulators for runs at once start at once
         if self._closed:  # close() came while it started, and may have missed it
@@ -299,8 +385,9 @@ class ClientRun:
     cpu_seconds: float
 
 
-def client_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
+def client_env(loop: str, *, malloc_tuned: bool) -> dict[str, str]:
+    env = process_env(loop, malloc_tuned=malloc_tuned)
+    env = {k: v for k, v in env.items() if not k.startswith("FIREWORKS_")}
     env["FIREWORKS_API_KEY"] = API_KEY
     env["NO_PROXY"] = env["no_proxy"] = HOST
     return env
@@ -347,8 +434,13 @@ def kill_group(launcher: subprocess.Popen[bytes]) -> None:
             os.killpg(launcher.pid, signal.SIGKILL)
 
 
-def run_client(command: Sequence[str], timeout: float) -> ClientRun:
-    """Run a client through ``peak_rss.py``, in a process group of its own, killed on timeout."""
+def run_client(
+    command: Sequence[str], timeout: float, *, loop: str, malloc_tuned: bool
+) -> ClientRun:
+    """Run a client through ``peak_rss.py``, in a process group of its own, killed on timeout,
+    on ``loop`` (for the CLI, through ``BULK_SECRETS_LOOP``; bare.py is told with ``--loop``),
+    with ``MALLOC_ENV`` when ``malloc_tuned``. Only the last ``STDOUT_TAIL`` bytes of its
+    stdout are kept."""
     with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp:
         usage_path = Path(tmp) / "usage.json"
         out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
@@ -358,7 +450,7 @@ def run_client(command: Sequence[str], timeout: float) -> ClientRun:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
-                env=client_env(),
+                env=client_env(loop, malloc_tuned=malloc_tuned),
                 process_group=0,  # the launcher and the client: one group, killed together
             )
             _CLIENTS.add(launcher)
@@ -372,7 +464,7 @@ def run_client(command: Sequence[str], timeout: float) -> ClientRun:
                 raise
             finally:
                 _CLIENTS.discard(launcher)
-        stdout, stderr = out_path.read_text(), err_path.read_text()
+        stdout, stderr = read_tail(out_path), read_tail(err_path)
         try:
             usage = json.loads(usage_path.read_text())
         except (OSError, ValueError):
@@ -385,6 +477,12 @@ def run_client(command: Sequence[str], timeout: float) -> ClientRun:
         peak_rss_kib=int(usage["peakRssKiB"]),
         cpu_seconds=float(usage["cpuSeconds"]),
     )
+
+
+def read_tail(path: Path) -> str:
+    with path.open("rb") as stream:
+        stream.seek(max(0, path.stat().st_size - STDOUT_TAIL))
+        return stream.read().decode("utf-8", "replace")
 
 
 def tail(text: str, lines: int = 5) -> str:

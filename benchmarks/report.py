@@ -1,4 +1,4 @@
-"""The output: the target checks, the printed table and details, and the JSON record."""
+"""The output: the printed table, details and target list, and the JSON record."""
 
 from __future__ import annotations
 
@@ -8,127 +8,42 @@ import importlib.metadata
 import json
 import os
 import platform
-import subprocess
 import textwrap
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from measurements import EXTRA_CONNECTIONS, Check, Measurement, Scenario, Settings
-from scenarios import CONCURRENCY, LATENCY, RATE_LIMIT
+from measurements import Check, Measurement, Scenario, Settings
+from processes import DEFAULT_LOOP, LOOP_ENV, MALLOC_ENV
+from runs import LATENCY
 
 HERE = Path(__file__).resolve().parent
-
-# The targets checked at the end (PASS/MISS); a missing measurement is SKIP.
-TARGET_BARE_0MS = 0.85
-TARGET_SEQUENTIAL_50MS = 50.0
-TARGET_BARE_50MS = 0.95
-TARGET_GOODPUT_SHARE = 0.95
-TARGET_429_SHARE = 0.05
-TARGET_PEAK_RSS_MIB = 200.0
-TARGET_PEAK_RSS_ROWS = 1_000_000
-TARGET_GROWTH_BYTES_PER_ROW = 120.0
-
-
-def check_ratio(name: str, m: Measurement | None, target: float, against: str) -> Check:
-    """``m``'s rate over the bare loop's or the sequential loop's, against a target."""
-    if m is None:
-        return Check(name, "not measured", None)
-    value = m.ratio_vs_bare if against == "bare" else m.ratio_vs_sequential
-    if m.error or value is None:
-        return Check(name, f"no measurement: {m.error or 'the ' + against + ' run failed'}", False)
-    return Check(name, f"{value:.2f}x {against}", value >= target)
-
-
-def target_checks(scenarios: dict[str, Scenario]) -> list[Check]:
-    checks = []
-    at_0ms, at_50ms = scenarios.get("latency-0ms"), scenarios.get("latency-50ms")
-    if at_0ms:
-        m = at_0ms.find("apply")
-        name = f"apply >= {TARGET_BARE_0MS}x bare at 0 ms, c={CONCURRENCY}"
-        checks.append(check_ratio(name, m, TARGET_BARE_0MS, "bare"))
-    if at_50ms:
-        m = at_50ms.find("apply")
-        name = f"apply >= {TARGET_SEQUENTIAL_50MS:g}x sequential at 50 ms, c={CONCURRENCY}"
-        checks.append(check_ratio(name, m, TARGET_SEQUENTIAL_50MS, "sequential"))
-    if sweep := scenarios.get("sweep-50ms"):
-        for m in sweep.measurements:
-            if m.client == "apply":
-                name = f"apply >= {TARGET_BARE_50MS}x bare at 50 ms, c={m.concurrency}"
-                checks.append(check_ratio(name, m, TARGET_BARE_50MS, "bare"))
-    if limited := scenarios.get("rate-limited"):
-        for m in limited.measurements:
-            name = (
-                f"rate-limited, --max-rps {m.max_rps:g}: goodput >= "
-                f"{TARGET_GOODPUT_SHARE:.0%} of {RATE_LIMIT}/s, <= {TARGET_429_SHARE:.0%} 429s, "
-                "all succeeded"
-            )
-            if m.error:
-                checks.append(Check(name, f"no measurement: {m.error}", False))
-                continue
-            share = m.rate / RATE_LIMIT
-            observed = (
-                f"goodput {m.rate:.0f}/s = {share:.0%}, 429s {m.share_429:.1%}, "
-                f"{m.succeeded}/{m.secrets} succeeded"
-            )
-            passed = (
-                share >= TARGET_GOODPUT_SHARE
-                and m.share_429 <= TARGET_429_SHARE
-                and m.all_succeeded
-            )
-            checks.append(Check(name, observed, passed))
-    checks += memory_checks(scenarios.get("memory"))
-    applies = [m for s in scenarios.values() for m in s.measurements if m.client == "apply"]
-    measured = [m for m in applies if m.connections is not None]
-    name = f"connections <= concurrency + {EXTRA_CONNECTIONS}, every apply run"
-    if not measured:
-        checks.append(Check(name, "not measured", None))
-    else:
-        over = [
-            m for m in measured if m.connections is not None and m.connections > m.connection_limit
-        ]
-        worst = max(measured, key=lambda m: (m.connections or 0) - m.connection_limit)
-        observed = (
-            f"{len(over)} of {len(measured)} runs over; closest: {worst.connections} "
-            f"at c={worst.concurrency} ({worst.scenario})"
-        )
-        checks.append(Check(name, observed, not over))
-    return checks
-
-
-def memory_checks(memory: Scenario | None) -> list[Check]:
-    rss_name = f"peak RSS <= {TARGET_PEAK_RSS_MIB:g} MiB at {TARGET_PEAK_RSS_ROWS:,} rows"
-    growth_name = f"RSS growth < {TARGET_GROWTH_BYTES_PER_ROW:g} bytes/row (100,000 -> 1,000,000)"
-    if memory is None:
-        return [Check(rss_name, "not measured", None), Check(growth_name, "not measured", None)]
-    checks = []
-    big = next((m for m in memory.measurements if m.secrets == TARGET_PEAK_RSS_ROWS), None)
-    if big is None:
-        checks.append(Check(rss_name, f"{TARGET_PEAK_RSS_ROWS:,} rows not measured", None))
-    elif big.peak_rss_mib is None:
-        checks.append(Check(rss_name, f"no measurement: {big.error}", False))
-    else:
-        observed = f"{big.peak_rss_mib:.1f} MiB"
-        checks.append(Check(rss_name, observed, big.peak_rss_mib <= TARGET_PEAK_RSS_MIB))
-    growth = memory.extra.get("growth")
-    if growth is None:
-        checks.append(Check(growth_name, "needs two memory runs", None))
-    else:
-        per_row = float(growth["bytes_per_row"])
-        observed = f"{per_row:.1f} bytes/row ({growth['from_rows']:,} -> {growth['to_rows']:,})"
-        exact = (growth["from_rows"], growth["to_rows"]) == (100_000, 1_000_000)
-        passed = per_row < TARGET_GROWTH_BYTES_PER_ROW if exact else None
-        checks.append(Check(growth_name, observed, passed))
-    return checks
 
 
 def fmt_ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def client_label(m: Measurement) -> str:
+    label = m.client
+    if m.client == "apply":
+        if m.dry_run:
+            label += " --dry-run"
+        elif m.max_rps is None:
+            label += " (default rate)"
+        elif m.max_rps:
+            label += f" --max-rps {m.max_rps:g}"
+    if m.sampled:
+        label += " (sampled)"
+    return label
+
+
 def table_rows(scenarios: dict[str, Scenario]) -> list[list[str]]:
     header = [
         "scenario",
         "client",
+        "loop",
+        "ms",
         "conc",
         "secrets",
         "rate/s",
@@ -144,14 +59,18 @@ def table_rows(scenarios: dict[str, Scenario]) -> list[list[str]]:
     rows = [header]
     for scenario in scenarios.values():
         for m in scenario.measurements:
-            client = m.client
-            if m.client == "apply" and scenario.name == "rate-limited":
-                client = f"apply --max-rps {m.max_rps:g}"
-            if m.sampled:
-                client += " (sampled)"
+            secrets = f"{m.succeeded:,}" + ("" if m.all_succeeded else f" of {m.secrets:,}")
+            if m.accounts > 1:
+                secrets += f" ({m.accounts:,} acc)"
+            head = [
+                scenario.name,
+                client_label(m),
+                m.loop or "-",
+                f"{m.latency_ms:g}",
+                str(m.concurrency),
+            ]
             if m.error:
-                rows.append([scenario.name, client, str(m.concurrency), f"{m.secrets:,}"])
-                rows[-1].append(f"FAILED: {m.error[:60]}")
+                rows.append([*head, f"{m.secrets:,}", f"FAILED: {m.error[:60]}"])
                 continue
             per_request = "-"
             if m.client_cpu_seconds is not None and m.requests:
@@ -163,12 +82,9 @@ def table_rows(scenarios: dict[str, Scenario]) -> list[list[str]]:
             if m.client == "apply" and m.connections is not None:
                 conns += f"/{m.connection_limit}"
             rss = "-" if m.peak_rss_mib is None else f"{m.peak_rss_mib:.1f} MiB"
-            secrets = f"{m.succeeded:,}" + ("" if m.all_succeeded else f" of {m.secrets:,}")
             rows.append(
                 [
-                    scenario.name,
-                    client,
-                    str(m.concurrency),
+                    *head,
                     secrets,
                     f"{m.rate:,.0f}",
                     f"{m.wall_rate:,.0f}",
@@ -184,62 +100,130 @@ def table_rows(scenarios: dict[str, Scenario]) -> list[list[str]]:
     return rows
 
 
-def print_report(scenarios: dict[str, Scenario], checks: list[Check], settings: Settings) -> None:
-    rows = table_rows(scenarios)
+def print_table(rows: list[list[str]]) -> None:
     widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(rows[0]))]
+    numeric_from = 3  # ms, conc, secrets, ...: right-aligned
     for number, row in enumerate(rows):
         if len(row) < len(widths):  # a failed run: its message runs on
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)))
         else:
             print(
                 "  ".join(
-                    cell.rjust(w) if i >= 2 else cell.ljust(w)
+                    cell.rjust(w) if i >= numeric_from else cell.ljust(w)
                     for i, (cell, w) in enumerate(zip(row, widths, strict=True))
                 )
             )
         if number == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def print_report(scenarios: dict[str, Scenario], checks: list[Check], settings: Settings) -> None:
+    print_table(table_rows(scenarios))
     print()
     legend = (
         "rate/s: secrets created per second of work, timed inside the client (sequential: its "
-        "loop; bare: session open to close; apply: the summary's durationSeconds). wall rate/s: "
-        "per second of the whole client process, start-up included. vs bare / vs seq: rate over "
-        "the bare loop's rate at the same concurrency and latency / over the sequential rate at "
-        "the same latency. cpu us/req: client CPU per HTTP request (apply's includes start-up). "
-        "srv cpu: the emulator's CPU over the client's wall time (near 100%: the emulator is the "
-        "bottleneck). Sequential rows are sampled. Runs of a few seconds (0 ms; 50 ms at c=256) "
-        f"are repeated {settings.repeats} time(s), bare and apply in turn; the median counts."
+        "loop; bare: session open to close; apply: the summary's durationSeconds; a dry run: "
+        "secrets planned per second of the process). wall rate/s: per second of the whole "
+        "client process, start-up included. vs bare / vs seq: rate over the bare loop's rate "
+        "at the same concurrency and latency (many-accounts: API requests per second, listing "
+        "included) / over the sequential rate at the same latency. cpu us/req: client CPU per "
+        "HTTP request (apply's includes start-up). srv cpu: the emulator's CPU over the "
+        "client's wall time (near 100%: the emulator is the bottleneck). Sequential rows are "
+        f"sampled. Runs of a few seconds are repeated {settings.repeats} time(s), bare and "
+        "apply in turn; the median counts. Bare and apply runs that are compared with each "
+        f"other run with {' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())}."
     )
     print(textwrap.fill(legend, width=100))
+    print_details(scenarios)
+    print()
+    print("targets:")
+    groups: defaultdict[str, list[Check]] = defaultdict(list)
+    for check in checks:
+        groups[check.group].append(check)
+    for group, members in groups.items():
+        print(f"  {group}:")
+        for check in members:
+            print(f"    {check.verdict:<4}  {check.name}: {check.observed}")
+
+
+def print_details(scenarios: dict[str, Scenario]) -> None:
     if sweep := scenarios.get("sweep-50ms"):
         print()
         print(f"sweep at {LATENCY * 1000:g} ms: ceiling = concurrency / latency")
         for point in sweep.extra.get("points", []):
             print(
-                f"  c={point['concurrency']:>3}: ceiling {point['ceiling']:>6,.0f}/s  "
+                f"  c={point['concurrency']:>4}: ceiling {point['ceiling']:>6,.0f}/s  "
                 f"bare {point['bare_rate']:>6,.0f}/s ({point['bare_of_ceiling']:.0%})  "
                 f"apply {point['apply_rate']:>6,.0f}/s ({point['apply_of_ceiling']:.0%})"
             )
-    memory = scenarios.get("memory")
-    growth = memory.extra.get("growth") if memory else None
-    if growth:
+    if cpu := scenarios.get("cpu-per-secret"):
         print()
         print(
-            f"memory: peak RSS grows {growth['bytes_per_row']:.1f} bytes/row from "
-            f"{growth['from_rows']:,} to {growth['to_rows']:,} rows"
+            f"CPU per secret ({cpu.extra['large']:,} secrets less {cpu.extra['small']:,}, "
+            "median of the repeats; every repeat in brackets):"
         )
+        for loop, record in cpu.extra["loops"].items():
+            parts = []
+            for client in ("bare", "apply"):
+                us = record[f"{client}_us_per_secret"]
+                each = ", ".join(
+                    "-" if v is None else f"{v:.1f}"
+                    for v in record[f"{client}_us_per_secret_repeats"]
+                )
+                parts.append(f"{client} {'-' if us is None else f'{us:.1f}'} us [{each}]")
+            print(f"  {loop:<8} {'; '.join(parts)}; apply/bare {fmt_ratio(record['ratio'])}")
+            print(f"           throughput at {cpu.extra['large']:,}: apply/bare "
+                  f"{fmt_ratio(record['throughput_vs_bare'])}")  # fmt: skip
+    if control := scenarios.get("rate-control"):
+        print()
+        print("random 429s (Retry-After 1 s), apply at its default rate:")
+        for run in control.extra.get("runs", []):
+            print(
+                f"  {run['share_429_asked']:>4.0%} asked: goodput {run['goodput']:6.1f}/s, "
+                f"{fmt_ratio(run['goodput_vs_no_429'])} of no 429s, 429s {run['share_429']:.1%}"
+            )
+    if many := scenarios.get("many-accounts"):
+        print()
+        t = many.extra["throughput"]
+        print(
+            f"many accounts: {t['accounts']:,} x {t['secrets_per_account']}: apply "
+            f"{t['apply_requests']:,} requests at {t['apply_request_rate']:,.0f}/s, bare "
+            f"{t['bare_requests']:,} at {t['bare_request_rate']:,.0f}/s = "
+            f"{fmt_ratio(t['apply_vs_bare'])}"
+        )
+        if memory := many.extra.get("memory"):
+            rss = memory["peak_rss_mib"]
+            print(
+                f"  peak RSS at {memory['accounts']:,} x {memory['secrets_per_account']}: "
+                + ("-" if rss is None else f"{rss:.1f} MiB")
+            )
+    if memory := scenarios.get("memory"):
+        print()
+        for g in memory.extra.get("growth", []):
+            print(
+                f"memory: peak RSS grows {g['bytes_per_row']:.1f} bytes/row from "
+                f"{g['from_rows']:,} to {g['to_rows']:,} rows"
+            )
+        if linear := memory.extra.get("linear"):
+            rates = ", ".join(f"{r:,.0f}" for r in linear["rates"])
+            rows = ", ".join(f"{r:,}" for r in linear["rows"])
+            print(
+                f"linear: rates {rates}/s at {rows} rows (min/max "
+                f"{linear['rate_min_over_max']:.2f}); growth "
+                f"{linear['bytes_per_row'][0]:.1f} then {linear['bytes_per_row'][1]:.1f} "
+                "bytes/row"
+            )
+        dry = memory.extra.get("dry_run")
+        if dry and dry["peak_rss_mib"] is not None:
+            print(f"dry run: peak RSS {dry['peak_rss_mib']:.1f} MiB at {dry['rows']:,} rows")
     print()
     print("requests by status (from /_emulator/stats), apply runs:")
     for scenario in scenarios.values():
         for m in scenario.measurements:
             if m.client == "apply" and not m.error:
                 by_status = ", ".join(f"{k}: {n:,}" for k, n in m.requests_by_status.items())
-                label = f"{scenario.name} c={m.concurrency} --max-rps {m.max_rps:g}"
+                label = f"{scenario.name} {client_label(m)} {m.latency_ms:g} ms c={m.concurrency}"
                 print(f"  {label}: {by_status}; {m.connections} connections")
-    print()
-    print("targets:")
-    for check in checks:
-        print(f"  {check.verdict:<4}  {check.name}: {check.observed}")
 
 
 def machine_info() -> dict[str, Any]:
@@ -257,7 +241,10 @@ def machine_info() -> dict[str, Any]:
         "cpus_usable": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
         "aiohttp": importlib.metadata.version("aiohttp"),
-        "uvloop": installed_version("uvloop"),  # bulk-secrets and bare.py use it when installed
+        "uvloop": installed_version("uvloop"),
+        "default_loop": DEFAULT_LOOP,  # what bulk-secrets picks unforced; forced with LOOP_ENV
+        "loop_env": LOOP_ENV,
+        "malloc_env": MALLOC_ENV,
         "bulk_secrets": importlib.metadata.version("bulk-secrets"),
         "platform": platform.platform(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -274,24 +261,24 @@ def installed_version(package: str) -> str | None:
 
 
 def git_state() -> dict[str, Any]:
-    """The commit measured, and whether bulk_secrets/ had changes not committed (read only)."""
+    """The commit checked out, read from ``.git`` without running git (which may take the
+    index lock, in a working tree others edit and commit in). Changes not committed are not
+    seen: the commit is what the tree was based on."""
+    git = HERE.parent / ".git"
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, timeout=10
-        )
-        changes = subprocess.run(
-            ["git", "status", "--porcelain", "--", "bulk_secrets"],
-            cwd=HERE.parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return {
-        "commit": commit.stdout.strip() or None,
-        "bulk_secrets_uncommitted": bool(changes.stdout.strip()),
-    }
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return {"commit": head}
+        ref = head.removeprefix("ref: ")
+        loose = git / ref
+        if loose.is_file():
+            return {"commit": loose.read_text().strip(), "ref": ref}
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return {"commit": line.split()[0], "ref": ref}
+    except OSError:
+        pass
+    return {}
 
 
 def write_json(

@@ -1,24 +1,29 @@
 """Benchmark ``bulk-secrets apply`` against the floor (bare aiohttp) and the naive loop.
 
     python benchmarks/run.py [--secrets N] [--quick | --smoke] [--json-out PATH]
-                             [--memory-rows 10000,100000,1000000] [--skip-memory] [--repeats N]
+                             [--memory-rows 10000,20000,100000,200000,1000000] [--skip-memory]
+                             [--repeats N]
 
-Every server is an emulator subprocess (``python -m bulk_secrets emulator``) bound to
-127.0.0.1, a fresh one for each measured run so its state starts empty. The bare loop and the
-CLI each run in a process of their own, started through ``peak_rss.py``, which reads the
-process's peak RSS and CPU time when it exits; the sequential ``requests`` loop runs in this
-process. What each scenario means and how the ratios are computed: ``benchmarks/README.md``.
+Every server is an emulator subprocess (``python -m bulk_secrets emulator``, or
+``tls_emulator.py`` for https) bound to 127.0.0.1, a fresh one for each measured run so its
+state starts empty. The bare loop and the CLI each run in a process of their own, started
+through ``peak_rss.py``, which reads the process's peak RSS and CPU time when it exits; the
+sequential ``requests`` loop runs in this process. What each scenario means, how the ratios
+are computed and the goals they are held to: ``benchmarks/README.md``.
 
 The harness is split by what each part does, and run as a script (this folder is on
 ``sys.path``): ``measurements.py`` (what a run records), ``processes.py`` (the emulator and
-client subprocesses), ``clients.py`` (the manifests and the three clients), ``scenarios.py``
-(the scenarios) and ``report.py`` (targets, table and JSON). This file parses the arguments.
+client subprocesses), ``clients.py`` (the manifests and the three clients), ``runs.py`` (pairs
+of bare and apply runs, medians), the scenarios (``scenarios.py`` with ``run_all``, ``cpu.py``,
+``tls.py``, ``accounts.py``, ``scale.py``), ``targets.py`` (the goals: PASS, MISS or SKIP) and
+``report.py`` (table, details and JSON). This file parses the arguments.
 
 ``--smoke`` is the harness's own check (``tests/test_benchmark_smoke.py``): every scenario and
-every client, end to end, in a few seconds: 40 secrets, sequential samples of 10 and 5, a
-sweep of the one point the 50 ms scenario measures, no memory runs, no repeats; the scenarios
-run at once, and the runs of each take turns on emulators kept for them (a fresh account each,
-counters taken as differences). Its numbers are not measurements.
+every client, end to end, at tiny sizes: 40 secrets, sequential samples of 10 and 5, a sweep of
+the one point the 50 ms scenario measures, CPU runs of 10 and 40 secrets on asyncio only, TLS
+at 0 ms only, memory runs of 1, 10 and 100 rows, no repeats; the scenarios run at once, and
+the runs of each take turns on emulators kept for them (a fresh account each, counters taken
+as differences). Its numbers are not measurements.
 
 The exit code is 0 when every run gave a measurement (whether or not the targets were met), and
 1 when a run crashed, timed out or printed no summary.
@@ -36,15 +41,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+import accounts
+import cpu
 import measurements
 from measurements import Settings
-from report import git_state, machine_info, print_report, target_checks, write_json
+from processes import LOOPS
+from report import git_state, machine_info, print_report, write_json
+from runs import REPEATS
+from scale import MEMORY_ROWS, SMOKE_MEMORY_ROWS
 from scenarios import (
-    MEMORY_ROWS,
+    QUICK_RATE_CONTROL_SECRETS,
     QUICK_SEQUENTIAL_SAMPLE,
     QUICK_SWEEP,
+    RATE_CONTROL_SECRETS,
     RATE_LIMITED_SECRETS,
-    REPEATS,
+    SCENARIOS,
     SEQUENTIAL_SAMPLE,
     SMOKE_SECRETS,
     SMOKE_SEQUENTIAL_SAMPLE,
@@ -52,6 +63,7 @@ from scenarios import (
     SWEEP,
     run_all,
 )
+from targets import target_checks
 
 measurements.STARTED = time.perf_counter()  # the harness's clock starts: every import is done
 DEFAULT_JSON_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -67,6 +79,16 @@ def parse_rows(text: str) -> tuple[int, ...]:
     if not rows or min(rows) < 1:
         raise argparse.ArgumentTypeError("row counts must be >= 1")
     return rows
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"not a scenario: {', '.join(unknown) or text!r}; they are {', '.join(SCENARIOS)}"
+        )
+    return names
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -86,9 +108,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--memory-rows",
         type=parse_rows,
-        help="CSV rows of the memory runs (default 10000,100000,1000000)",
+        help="CSV rows of the memory runs (default 10000,20000,100000,200000,1000000)",
     )
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--only",
+        type=parse_names,
+        default=(),
+        help=f"run only these scenarios, comma-separated ({', '.join(SCENARIOS)}; "
+        "latency-50ms brings sweep-50ms)",
+    )
     parser.add_argument(
         "--repeats",
         type=int,
@@ -106,11 +135,26 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if secrets < 1 or (args.repeats is not None and args.repeats < 1):
         raise SystemExit("--secrets and --repeats must be >= 1")
     memory_rows: tuple[int, ...] = args.memory_rows or MEMORY_ROWS
-    if args.skip_memory or (small and args.memory_rows is None):
+    if args.smoke and args.memory_rows is None:
+        memory_rows = SMOKE_MEMORY_ROWS
+    if args.skip_memory or (args.quick and args.memory_rows is None):
         memory_rows = ()
     sequential_sample = SEQUENTIAL_SAMPLE
-    if small:
-        sequential_sample = SMOKE_SEQUENTIAL_SAMPLE if args.smoke else QUICK_SEQUENTIAL_SAMPLE
+    cpu_secrets = cpu.CPU_SECRETS
+    many_accounts, many_accounts_rss = accounts.MANY_ACCOUNTS, accounts.MANY_ACCOUNTS_RSS
+    rate_control_secrets = RATE_CONTROL_SECRETS
+    if args.quick:
+        sequential_sample = QUICK_SEQUENTIAL_SAMPLE
+        cpu_secrets = cpu.QUICK_CPU_SECRETS
+        many_accounts = accounts.QUICK_MANY_ACCOUNTS
+        many_accounts_rss = accounts.QUICK_MANY_ACCOUNTS_RSS
+        rate_control_secrets = min(secrets, QUICK_RATE_CONTROL_SECRETS)
+    if args.smoke:
+        sequential_sample = SMOKE_SEQUENTIAL_SAMPLE
+        cpu_secrets = cpu.SMOKE_CPU_SECRETS
+        many_accounts = accounts.SMOKE_MANY_ACCOUNTS
+        many_accounts_rss = accounts.SMOKE_MANY_ACCOUNTS_RSS
+        rate_control_secrets = min(secrets, 5)
     return Settings(
         secrets=secrets,
         quick=args.quick,
@@ -119,7 +163,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
         repeats=args.repeats if args.repeats is not None else 1 if small else REPEATS,
         sweep=(SMOKE_SWEEP if args.smoke else QUICK_SWEEP) if small else SWEEP,
         rate_limited_secrets=min(secrets, RATE_LIMITED_SECRETS),
+        rate_control_secrets=rate_control_secrets,
+        cpu_secrets=cpu_secrets,
+        # A smoke run forces asyncio: the other scenarios run on the default loop (uvloop when
+        # installed), so both ways of choosing the loop are exercised, in fewer processes.
+        loops=("asyncio",) if args.smoke else LOOPS,
+        many_accounts=many_accounts,
+        # a memory run: none with --skip-memory, nor in a quick run without --memory-rows
+        many_accounts_rss=many_accounts_rss if memory_rows else None,
         memory_rows=memory_rows,
+        only=args.only,
         json_out=args.json_out,
     )
 

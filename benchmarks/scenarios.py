@@ -1,30 +1,44 @@
 """The scenarios: which clients run against which emulator, and the ratios between them.
 
+This module holds the throughput and rate scenarios and ``run_all``; ``cpu.py`` (CPU per
+secret on each event loop), ``tls.py`` (https), ``accounts.py`` (many accounts) and
+``scale.py`` (memory, and how cost grows with the manifest) hold the others. Every scenario is
+a function ``(settings, manifests, servers) -> Scenario``.
+
 A measured run (the default, and ``--quick``) runs one client at a time, each against a fresh
-emulator. A smoke run (``--smoke``, for the harness's own test) runs the four scenarios at once,
-in threads, and each takes its emulators from a shared pool: it checks that every part works,
-and its numbers mean nothing.
+emulator. A smoke run (``--smoke``, for the harness's own test) runs the scenarios at once, in
+threads, and each takes its emulators from a shared pool: it checks that every part works, and
+its numbers mean nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from clients import Manifests, run_apply, run_bare, run_sequential, write_manifest
-from measurements import Measurement, Scenario, Settings, ratio, since_start
-from processes import Servers, stop_clients
+import accounts
+import cpu
+import scale
+import tls
+from clients import Client, Manifests, run_apply, run_sequential
+from measurements import Measurement, Scenario, Settings, ratio
+from processes import Servers, Setup, stop_clients
+from runs import CONCURRENCY, LATENCY, bare_and_apply, progress, repeats_for, secrets_for
 
-CONCURRENCY = 64
-LATENCY = 0.050  # seconds, the emulator's --latency in the 50 ms scenarios
-SWEEP = (16, 64, 256)
+SWEEP = (16, 64, 256, 1024)
 QUICK_SWEEP = (16, 64)  # 64 is the 50 ms scenario's own run: one more point is measured
 RATE_LIMIT = 200  # requests/s the rate-limited emulator allows, with a burst of as many
 RATE_LIMITED_SECRETS = 6000
 RATE_LIMITED_MAX_RPS = (0.0, 250.0)  # unknown limit (must adapt), and an overestimate
-MEMORY_ROWS = (10_000, 100_000, 1_000_000)
+# The random-429 scenario (issue 13): a share of requests answered 429 with Retry-After: 1,
+# whatever the rate; apply at its default --max-rps, as users run it.
+RATE_CONTROL_SHARES = (0.0, 0.01, 0.03)
+RATE_CONTROL_SECRETS = 2000
+QUICK_RATE_CONTROL_SECRETS = 150  # at 3% 429s, about 25 s
+RATE_CONTROL_LATENCY = 0.020
+RATE_CONTROL_CONCURRENCY = 32
 SEQUENTIAL_SAMPLE = {0.0: 300, LATENCY: 100}  # sequential is sampled: it is far too slow
 QUICK_SEQUENTIAL_SAMPLE = {0.0: 50, LATENCY: 20}
 SMOKE_SECRETS = 40
@@ -32,65 +46,9 @@ SMOKE_SECRETS = 40
 # would cost two more client processes and an emulator, a second of CPU on two cores.
 SMOKE_SWEEP = (CONCURRENCY,)
 SMOKE_SEQUENTIAL_SAMPLE = {0.0: 10, LATENCY: 5}
-REPEATS = 3  # runs of bare and of apply, interleaved, where one run lasts only seconds
-SHORT_RUN_RATE = 2500.0  # requests/s of ceiling above which a run of N lasts only seconds
-
-
-def progress(m: Measurement) -> None:
-    m.ended_at = since_start()
-    if m.error:
-        line = f"FAILED: {m.error}"
-    else:
-        line = f"{m.succeeded}/{m.secrets} in {m.work_seconds:.2f}s = {m.rate:,.0f}/s"
-    print(  # one write, so that lines from the threads of a smoke run do not interleave
-        f"  {m.ended_at:6.1f}s [{m.scenario}] {m.client} c={m.concurrency}: {line}\n",
-        end="",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def bare_and_apply(
-    servers: Servers,
-    scenario: str,
-    manifests: Manifests,
-    n: int,
-    concurrency: int,
-    latency: float,
-    repeats: int,
-) -> tuple[Measurement, Measurement]:
-    """Bare then apply, ``repeats`` times over, interleaved; each keeps its median run.
-
-    Runs that last only seconds are at the mercy of anything else on the machine; the median
-    of a few, taken turn about, is steadier than one.
-    """
-    bares: list[Measurement] = []
-    applies: list[Measurement] = []
-    for _ in range(repeats):
-        bares.append(run_bare(servers, scenario, n, concurrency, latency))
-        progress(bares[-1])
-        manifest = manifests.get(n)
-        applies.append(run_apply(servers, scenario, manifest, n, concurrency, latency=latency))
-        progress(applies[-1])
-    return median_run(bares), median_run(applies)
-
-
-def median_run(runs: list[Measurement]) -> Measurement:
-    """The run of median rate (a failed run, if any, so that the failure shows)."""
-    failed = [m for m in runs if m.error]
-    if failed:
-        return failed[0]
-    chosen = sorted(runs, key=lambda m: m.rate)[len(runs) // 2]
-    if len(runs) > 1:
-        chosen.repeat_rates = [m.rate for m in runs]
-        rates = ", ".join(f"{rate:,.0f}" for rate in chosen.repeat_rates)
-        chosen.note = (chosen.note + "; " if chosen.note else "") + f"median of {rates}/s"
-    return chosen
-
-
-def repeats_for(settings: Settings, concurrency: int, latency: float) -> int:
-    short = latency == 0 or concurrency / latency >= SHORT_RUN_RATE
-    return settings.repeats if short else 1
+# Scenarios a smoke run runs at once. Its cost is CPU (a process's start-up is about 0.5 s of
+# it, on two cores): more at once would not end it sooner, only start more emulators.
+SMOKE_THREADS = 3
 
 
 def scenario_latency(
@@ -100,19 +58,28 @@ def scenario_latency(
     scenario = Scenario(
         name,
         f"emulator latency {latency * 1000:g} ms, concurrency {CONCURRENCY}: "
-        "sequential requests (sampled), bare aiohttp, bulk-secrets apply",
+        "sequential requests (sampled), bare aiohttp, bulk-secrets apply (default loop)",
     )
     n = settings.secrets
     sample = min(n, settings.sequential_sample[latency])
     sequential = run_sequential(servers, name, latency, sample)
     progress(sequential)
     repeats = repeats_for(settings, CONCURRENCY, latency)
-    bare, apply = bare_and_apply(servers, name, manifests, n, CONCURRENCY, latency, repeats)
+    setup = Setup(latency=latency)
+    bare, apply = bare_and_apply(servers, name, manifests, n, CONCURRENCY, setup, repeats)
     scenario.measurements += [sequential, bare, apply]
     for m in scenario.measurements:
         m.ratio_vs_bare = ratio(m, bare)
         m.ratio_vs_sequential = ratio(m, sequential)
     return scenario
+
+
+def scenario_0ms(settings: Settings, manifests: Manifests, servers: Servers) -> Scenario:
+    return scenario_latency("latency-0ms", 0.0, settings, manifests, servers)
+
+
+def scenario_50ms(settings: Settings, manifests: Manifests, servers: Servers) -> Scenario:
+    return scenario_latency("latency-50ms", LATENCY, settings, manifests, servers)
 
 
 SWEEP_NAME = "sweep-50ms"
@@ -126,7 +93,13 @@ def sweep_runs(settings: Settings, manifests: Manifests, servers: Servers) -> Sw
         if concurrency != CONCURRENCY:
             repeats = repeats_for(settings, concurrency, LATENCY)
             runs[concurrency] = bare_and_apply(
-                servers, SWEEP_NAME, manifests, settings.secrets, concurrency, LATENCY, repeats
+                servers,
+                SWEEP_NAME,
+                manifests,
+                secrets_for(settings, concurrency, LATENCY),
+                concurrency,
+                Setup(latency=LATENCY),
+                repeats,
             )
     return runs
 
@@ -186,10 +159,11 @@ def scenario_rate_limited(settings: Settings, manifests: Manifests, servers: Ser
         m = run_apply(
             servers,
             scenario.name,
-            manifests.get(n),
+            manifests,
             n,
             CONCURRENCY,
-            rate_limit=RATE_LIMIT,
+            Setup(rate_limit=RATE_LIMIT),
+            Client(malloc_tuned=False),
             max_rps=max_rps,
         )
         progress(m)
@@ -208,74 +182,99 @@ def scenario_rate_limited(settings: Settings, manifests: Manifests, servers: Ser
     return scenario
 
 
-def scenario_memory(settings: Settings, folder: Path, servers: Servers) -> Scenario:
-    """Peak RSS of apply over CSV manifests of growing size (each deleted after its run)."""
-    rows = settings.memory_rows
+def scenario_rate_control(settings: Settings, manifests: Manifests, servers: Servers) -> Scenario:
+    """Apply at its default rate against random 429s: goodput against the run without them."""
+    n = settings.rate_control_secrets
     scenario = Scenario(
-        "memory",
-        f"peak RSS of apply for CSV manifests of {', '.join(f'{r:,}' for r in rows)} rows "
-        f"(concurrency {CONCURRENCY}, --max-rps 0, latency 0 ms, JSONL report)",
+        "rate-control",
+        f"emulator latency {RATE_CONTROL_LATENCY * 1000:g} ms, a random share of requests "
+        f"({', '.join(f'{s:.0%}' for s in RATE_CONTROL_SHARES)}) answered 429 with "
+        f"Retry-After: 1; apply of {n:,} secrets at concurrency {RATE_CONTROL_CONCURRENCY}, "
+        "default --max-rps",
     )
-    for count in rows:
-        manifest = write_manifest(folder / f"memory-{count}.csv", count)
-        try:
-            m = run_apply(servers, scenario.name, manifest, count, CONCURRENCY)
-        finally:
-            manifest.unlink()
+    baseline: Measurement | None = None
+    runs = []
+    for share in RATE_CONTROL_SHARES:
+        m = run_apply(
+            servers,
+            scenario.name,
+            manifests,
+            n,
+            RATE_CONTROL_CONCURRENCY,
+            Setup(latency=RATE_CONTROL_LATENCY, share_429=share),
+            Client(malloc_tuned=False),
+            max_rps=None,
+        )
         progress(m)
         scenario.measurements.append(m)
-    measured = sorted(
-        (m.secrets, m.peak_rss_kib)
-        for m in scenario.measurements
-        if m.peak_rss_kib is not None and m.error is None
-    )
-    if len(measured) >= 2:
-        pairs = dict(measured)
-        if 100_000 in pairs and 1_000_000 in pairs:
-            low, high = 100_000, 1_000_000
-        else:
-            (low, _), (high, _) = measured[-2], measured[-1]
-        scenario.extra["growth"] = {
-            "from_rows": low,
-            "to_rows": high,
-            "bytes_per_row": (pairs[high] - pairs[low]) * 1024 / (high - low),
-        }
+        if share == 0:
+            baseline = m
+        runs.append(
+            {
+                "share_429_asked": share,
+                "goodput": m.rate,
+                "goodput_vs_no_429": ratio(m, baseline),
+                "share_429": m.share_429,
+                "all_succeeded": m.all_succeeded,
+            }
+        )
+    scenario.extra["runs"] = runs
     return scenario
+
+
+ScenarioJob = Callable[[Settings, Manifests, Servers], Scenario]
+# In the order a measured run takes them; the sweep's own runs come after the 50 ms scenario.
+SCENARIOS: dict[str, ScenarioJob] = {
+    "latency-0ms": scenario_0ms,
+    "latency-50ms": scenario_50ms,
+    "cpu-per-secret": cpu.scenario_cpu,
+    "tls": tls.scenario_tls,
+    "rate-limited": scenario_rate_limited,
+    "rate-control": scenario_rate_control,
+    "many-accounts": accounts.scenario_many_accounts,
+    "memory": scale.scenario_memory,
+}
 
 
 def run_all(settings: Settings, folder: Path) -> dict[str, Scenario]:
     manifests = Manifests(folder)
+    jobs = {
+        name: job for name, job in SCENARIOS.items() if name in settings.only or not settings.only
+    }
+    if not settings.memory_rows:
+        jobs.pop("memory", None)
+    sweep: SweepRuns = {}
     with Servers(shared=settings.smoke) as servers:
         if settings.smoke:
-            at_0ms, at_50ms, sweep, limited = run_at_once(settings, manifests, servers)
+            done, sweep = run_at_once(jobs, settings, manifests, servers)
         else:  # one run at a time, in this order
-            at_0ms = scenario_latency("latency-0ms", 0.0, settings, manifests, servers)
-            at_50ms = scenario_latency("latency-50ms", LATENCY, settings, manifests, servers)
-            sweep = sweep_runs(settings, manifests, servers)
-            limited = scenario_rate_limited(settings, manifests, servers)
-        scenarios: dict[str, Scenario] = {}
-        scenarios["latency-0ms"] = at_0ms
-        scenarios["latency-50ms"] = at_50ms
-        scenarios[SWEEP_NAME] = scenario_sweep(settings, sweep, at_50ms)
-        scenarios["rate-limited"] = limited
-        if settings.memory_rows:
-            scenarios["memory"] = scenario_memory(settings, folder, servers)
+            done = {}
+            for name, job in jobs.items():
+                done[name] = job(settings, manifests, servers)
+                if name == "latency-50ms":
+                    sweep = sweep_runs(settings, manifests, servers)
+    scenarios: dict[str, Scenario] = {}
+    for name, scenario in done.items():
+        scenarios[name] = scenario
+        if name == "latency-50ms":
+            scenarios[SWEEP_NAME] = scenario_sweep(settings, sweep, scenario)
     return scenarios
 
 
 def run_at_once(
-    settings: Settings, manifests: Manifests, servers: Servers
-) -> tuple[Scenario, Scenario, SweepRuns, Scenario]:
-    """The four scenarios in four threads (a smoke run): each has emulators of its own."""
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="scenario") as pool:
-        at_0ms = pool.submit(scenario_latency, "latency-0ms", 0.0, settings, manifests, servers)
-        at_50ms = pool.submit(
-            scenario_latency, "latency-50ms", LATENCY, settings, manifests, servers
-        )
-        sweep = pool.submit(sweep_runs, settings, manifests, servers)
-        limited = pool.submit(scenario_rate_limited, settings, manifests, servers)
+    jobs: dict[str, ScenarioJob], settings: Settings, manifests: Manifests, servers: Servers
+) -> tuple[dict[str, Scenario], SweepRuns]:
+    """Every scenario in a thread of its own (a smoke run): each has emulators of its own."""
+    with ThreadPoolExecutor(max_workers=SMOKE_THREADS, thread_name_prefix="scenario") as pool:
+        futures: dict[str, Future[Scenario]] = {
+            name: pool.submit(job, settings, manifests, servers) for name, job in jobs.items()
+        }
+        sweep = None
+        if "latency-50ms" in jobs:
+            sweep = pool.submit(sweep_runs, settings, manifests, servers)
         try:
-            return at_0ms.result(), at_50ms.result(), sweep.result(), limited.result()
+            done = {name: future.result() for name, future in futures.items()}
+            return done, {} if sweep is None else sweep.result()
         except BaseException:  # a bug, or this harness being stopped: stop the other threads
             servers.close()  # their next run fails at once
             stop_clients()  # and so do the runs going on

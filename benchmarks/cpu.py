@@ -1,0 +1,96 @@
+"""CPU per secret: apply against the bare loop on the same event loop, start-up cancelled out.
+
+On each event loop of ``settings.loops`` (asyncio, and uvloop when it is installed), the bare
+loop and apply each create a small and a large number of secrets (10,000 and 40,000) at 0 ms,
+concurrency 64, each run against a fresh emulator, every process with ``MALLOC_ENV``; a
+client's CPU per secret is ``(cpu(large) - cpu(small)) / (large - small)``, its process CPU
+time (user + system, from ``os.wait4``) over the extra secrets, so that interpreter start-up,
+imports, the listing of the empty account and the session cancel out. The four runs are taken
+in turn (bare small, apply small, bare large, apply large), ``settings.repeats`` times; the
+median of each client's repeats counts, and the ratio is apply's over bare's on that loop.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+from clients import Client, Manifests, run_apply, run_bare
+from measurements import Measurement, Scenario, Settings, ratio
+from processes import Servers, Setup
+from runs import CONCURRENCY, median_run, progress
+
+NAME = "cpu-per-secret"
+CPU_SECRETS = (10_000, 40_000)
+QUICK_CPU_SECRETS = (2_500, 10_000)
+SMOKE_CPU_SECRETS = (10, 40)
+CLIENTS = ("bare", "apply")
+
+
+def scenario_cpu(settings: Settings, manifests: Manifests, servers: Servers) -> Scenario:
+    small, large = settings.cpu_secrets
+    scenario = Scenario(
+        NAME,
+        f"CPU per secret, ({large:,} secrets less {small:,}) / {large - small:,}, of bare and "
+        f"apply at 0 ms, concurrency {CONCURRENCY}, on each event loop "
+        f"({', '.join(settings.loops)}); MALLOC_ENV on both; median of {settings.repeats}",
+    )
+    loops = {}
+    every_run: dict[str, list[dict[str, object]]] = {}  # not only the medians in measurements
+    for loop in settings.loops:
+        how = Client(loop=loop)
+        runs: defaultdict[tuple[str, int], list[Measurement]] = defaultdict(list)
+        for _ in range(settings.repeats):
+            for count in (small, large):
+                for client in CLIENTS:
+                    if client == "bare":
+                        m = run_bare(servers, NAME, count, CONCURRENCY, Setup(), how)
+                    else:
+                        m = run_apply(servers, NAME, manifests, count, CONCURRENCY, Setup(), how)
+                    progress(m)
+                    runs[client, count].append(m)
+        every_run[loop] = [m.to_dict() for done in runs.values() for m in done]
+        bare, apply = median_run(runs["bare", large]), median_run(runs["apply", large])
+        for m in (bare, apply):
+            m.ratio_vs_bare = ratio(m, bare)
+        scenario.measurements += [bare, apply]
+        loops[loop] = per_secret(runs, small, large)
+        loops[loop]["throughput_vs_bare"] = apply.ratio_vs_bare
+        for client, m in (("bare", bare), ("apply", apply)):
+            us = loops[loop][f"{client}_us_per_secret"]
+            if us is not None:
+                m.note = (m.note + "; " if m.note else "") + f"CPU {us:.1f} us/secret"
+    scenario.extra["small"], scenario.extra["large"] = small, large
+    scenario.extra["loops"] = loops
+    scenario.extra["runs"] = every_run
+    return scenario
+
+
+def per_secret(
+    runs: dict[tuple[str, int], list[Measurement]], small: int, large: int
+) -> dict[str, object]:
+    """Each client's CPU per secret (us) in each repeat, their medians, and apply / bare."""
+    record: dict[str, object] = {}
+    medians: dict[str, float | None] = {}
+    for client in CLIENTS:
+        pairs = zip(runs[client, small], runs[client, large], strict=True)
+        values = [cpu_per_secret(a, b) for a, b in pairs]
+        measured = [v for v in values if v is not None]
+        record[f"{client}_us_per_secret_repeats"] = values
+        medians[client] = statistics.median(measured) if len(measured) == len(values) else None
+        record[f"{client}_us_per_secret"] = medians[client]
+        failed = [m.error for m in runs[client, small] + runs[client, large] if m.error]
+        record[f"{client}_errors"] = failed
+    bare_us, apply_us = medians["bare"], medians["apply"]
+    record["ratio"] = apply_us / bare_us if apply_us is not None and bare_us else None
+    return record
+
+
+def cpu_per_secret(small: Measurement, large: Measurement) -> float | None:
+    """Microseconds of CPU per extra secret from the small run to the large one."""
+    if small.error or large.error or not large.all_succeeded or not small.all_succeeded:
+        return None
+    if small.client_cpu_seconds is None or large.client_cpu_seconds is None:
+        return None
+    extra = large.secrets - small.secrets
+    return (large.client_cpu_seconds - small.client_cpu_seconds) / extra * 1e6

@@ -1,0 +1,51 @@
+"""Throughput over TLS: bare vs apply against the emulator serving https.
+
+The emulator (``tls_emulator.py``) serves a self-signed certificate for IP 127.0.0.1, made with
+the ``openssl`` CLI; apply trusts it with ``--ca-bundle``, the bare loop with an
+``ssl.SSLContext`` loaded with it (``bare.py --cafile``). Both at concurrency 256, at 0 ms and
+at 50 ms, on the default loop with ``MALLOC_ENV``, taken in turn, the median of the repeats.
+"""
+
+from __future__ import annotations
+
+from clients import Manifests
+from measurements import Measurement, RunFailed, Scenario, Settings, ratio
+from processes import Servers, Setup, make_certificate
+from runs import LATENCY, bare_and_apply, repeats_for
+
+NAME = "tls"
+TLS_CONCURRENCY = 256
+TLS_LATENCIES = (0.0, LATENCY)
+
+
+def scenario_tls(settings: Settings, manifests: Manifests, servers: Servers) -> Scenario:
+    scenario = Scenario(
+        NAME,
+        f"https (self-signed certificate, verified), bare vs apply at concurrency "
+        f"{TLS_CONCURRENCY}, latency {' and '.join(f'{s * 1000:g}' for s in TLS_LATENCIES)} ms",
+    )
+    latencies = TLS_LATENCIES[:1] if settings.smoke else TLS_LATENCIES  # smoke: fewer processes
+    try:
+        certificate = make_certificate(manifests.folder)
+    except RunFailed as exc:
+        for latency in latencies:
+            for client in ("bare", "apply"):
+                m = Measurement(NAME, client, TLS_CONCURRENCY, latency * 1000, settings.secrets)
+                m.tls, m.error = True, str(exc)
+                scenario.measurements.append(m)
+        return scenario
+    for latency in latencies:
+        repeats = repeats_for(settings, TLS_CONCURRENCY, latency)
+        bare, apply = bare_and_apply(
+            servers,
+            NAME,
+            manifests,
+            settings.secrets,
+            TLS_CONCURRENCY,
+            Setup(latency=latency, tls=certificate),
+            repeats,
+        )
+        for m in (bare, apply):
+            m.ratio_vs_bare = ratio(m, bare)
+        scenario.measurements += [bare, apply]
+    return scenario
