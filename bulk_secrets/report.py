@@ -55,6 +55,9 @@ FIELDS = (
 REPORT_MODE = 0o644
 
 FAILURES_KEPT = 1_000  # failures the summary keeps (--output json), whatever the run's size
+# Lines a report holds before it hands them to its file: written together at the end of each
+# event-loop turn, or sooner past this many (a run that settles every secret in one turn).
+_BATCH = 256
 
 
 @dataclass
@@ -77,15 +80,16 @@ class Summary:
 
     def add(self, result: Result) -> None:
         status = result.status
-        self.by_status[status._value_] += 1
+        name = status._value_
+        self.by_status[name] += 1
         counts = self.by_account.get(result.account)
         if counts is None:
             counts = self.by_account[result.account] = Counter()
-        counts[status._value_] += 1
-        if status is not Status.NOT_ATTEMPTED:
+        counts[name] += 1
+        if status is not _NOT_ATTEMPTED:
             self.by_action[result.action._value_] += 1
-        if status is Status.FAILED and len(self.first_failures) < FAILURES_KEPT:
-            self.first_failures.append(result)
+            if status is _FAILED and len(self.first_failures) < FAILURES_KEPT:
+                self.first_failures.append(result)
 
     @property
     def total(self) -> int:
@@ -136,6 +140,9 @@ class Summary:
         elif self.stopped:
             text += f"; stopped: {self.stopped}"
         return text if self.shard is None else f"shard {self.shard}: {text}"
+
+
+_NOT_ATTEMPTED, _FAILED = Status.NOT_ATTEMPTED, Status.FAILED
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:
@@ -201,9 +208,11 @@ class ReportSink:
 
 
 class _FileReport(ReportSink):
-    """A report file flushed at the end of each event-loop turn in which it was written: so a
-    killed run keeps every result finished before its last turn, for one write per turn, not
-    one per line. (anyio has no end-of-turn callback: this is asyncio's ``call_soon``.)
+    """A report file written and flushed at the end of each event-loop turn in which it was
+    written: so a killed run keeps every result finished before its last turn, for one write
+    per turn, not one per line. (anyio has no end-of-turn callback: this is asyncio's
+    ``call_soon``.) Until then a result is a line of text in ``_lines`` (at most ``_BATCH``:
+    past that they go to the file at once), which ``_drain`` hands to the file.
 
     The first failure to write, flush or finish is kept in ``failed`` and closes the file;
     writes after it do nothing. ``write`` and ``finish`` raise it when they meet it; the
@@ -213,6 +222,7 @@ class _FileReport(ReportSink):
     def __init__(self, path: Path, file: IO[Any]) -> None:
         self._path = path
         self._file = file
+        self._lines: list[str] = []  # not handed to the file yet
         self._flush_due = False
         self._unraised = False  # a failure the end-of-turn flush met, not raised yet
 
@@ -226,6 +236,8 @@ class _FileReport(ReportSink):
             self._put(result)
             if not self._flush_due:
                 self._flush_at_end_of_turn()
+            elif len(self._lines) >= _BATCH:
+                self._drain()
         except OSError as exc:
             raise self._fail(exc) from exc
 
@@ -243,11 +255,18 @@ class _FileReport(ReportSink):
     def close(self) -> None:
         if not self._file.closed:
             try:
+                if self.failed is None:
+                    self._drain()
                 self._file.close()  # what was written stays: every result finished so far
             except OSError as exc:
                 self._fail(exc)
 
     def _put(self, result: Result) -> None:
+        """Add the result's line to ``_lines``."""
+        raise NotImplementedError
+
+    def _drain(self) -> None:
+        """Hand ``_lines`` to the file (buffered, not flushed), and empty it."""
         raise NotImplementedError
 
     def _end(self, summary: Summary) -> None:
@@ -256,7 +275,8 @@ class _FileReport(ReportSink):
     def _flush_at_end_of_turn(self) -> None:
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop: flushed at once
+        except RuntimeError:  # no event loop: written and flushed at once
+            self._drain()
             self._file.flush()
             return
         loop.call_soon(self._flush)
@@ -266,6 +286,7 @@ class _FileReport(ReportSink):
         self._flush_due = False
         if self.failed is None and not self._file.closed:
             try:
+                self._drain()
                 self._file.flush()
             except OSError as exc:  # a callback of the loop: kept for the next write
                 self._fail(exc)
@@ -284,14 +305,22 @@ class JsonReport(_FileReport):
         self._partial = _sibling(path, ".partial")
         self._temporary = _sibling(path, ".tmp")
         super().__init__(path, os.fdopen(create_new(self._partial, REPORT_MODE), "w+b"))
-        self._separator = b"\n"
+        self._separator = "\n"  # before the next line: the first one's, then ",\n"
 
     def _put(self, result: Result) -> None:
-        self._file.write(self._separator + json_line(result).encode())  # ASCII
-        self._separator = b",\n"
+        self._lines.append(json_line(result))
+
+    def _drain(self) -> None:
+        lines = self._lines
+        if lines:
+            text = self._separator + ",\n".join(lines)
+            lines.clear()
+            self._file.write(text.encode())  # ASCII
+            self._separator = ",\n"
 
     def _end(self, summary: Summary) -> None:
         head = '{"summary": ' + json.dumps(summary.to_record()) + ',\n"results": ['
+        self._drain()
         self._file.flush()
         self._file.seek(0)
         try:
@@ -321,25 +350,66 @@ class JsonlReport(_FileReport):
         super().__init__(path, os.fdopen(_open_emptied(path), "w", encoding="utf-8"))
 
     def _put(self, result: Result) -> None:
-        self._file.write(json_line(result) + "\n")
+        self._lines.append(json_line(result))
+
+    def _drain(self) -> None:
+        lines = self._lines
+        if lines:
+            lines.append("")  # so that the last line ends too
+            text = "\n".join(lines)
+            lines.clear()
+            self._file.write(text)
 
     def _end(self, summary: Summary) -> None:
+        self._drain()
         self._file.write(json.dumps({"summary": summary.to_record()}) + "\n")
         self._file.close()
 
 
 class CsvReport(_FileReport):
+    """Rows as ``csv.DictWriter`` of :meth:`Result.to_record` writes them (None an empty
+    cell), from a plain ``csv.writer`` whose "file" is ``_lines``."""
+
     def __init__(self, path: Path) -> None:
         file = os.fdopen(_open_emptied(path), "w", encoding="utf-8", newline="")
         super().__init__(path, file)
-        self._writer = csv.DictWriter(file, fieldnames=FIELDS)
-        self._writer.writeheader()
+        csv.writer(file).writerow(FIELDS)
+        self._row = csv.writer(_Lines(self._lines)).writerow
 
     def _put(self, result: Result) -> None:
-        self._writer.writerow(result.to_record())
+        self._row(
+            (
+                result.account,
+                result.key_name,
+                result.secret_id,
+                result.location,
+                result.action._value_,
+                result.status._value_,
+                result.http_status,
+                result.attempts,
+                result.error,
+            )
+        )
+
+    def _drain(self) -> None:
+        lines = self._lines
+        if lines:
+            text = "".join(lines)
+            lines.clear()
+            self._file.write(text)
 
     def _end(self, summary: Summary) -> None:
+        self._drain()
         self._file.close()
+
+
+class _Lines:
+    """What ``csv.writer`` writes to: each row, as text, appended to a list."""
+
+    __slots__ = ("write",)
+
+    def __init__(self, lines: list[str]) -> None:
+        self.write = lines.append
 
 
 _BY_SUFFIX: dict[str, type[JsonReport | JsonlReport | CsvReport]] = {

@@ -9,10 +9,19 @@ from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bulk_secrets import errors
-from bulk_secrets.client import SecretsClient, parse_retry_after
+from bulk_secrets.client import (
+    SecretsClient,
+    create_body,
+    create_body_start,
+    parse_retry_after,
+    update_body,
+)
 from bulk_secrets.emulator import EmulatorConfig, running_emulator
+from bulk_secrets.models import Credentials, SecretSpec, SecretValue
 
 from .helpers import API_KEY, CANARY, credentials, specs
 
@@ -107,3 +116,111 @@ async def test_nothing_listening_is_a_connection_failure() -> None:
         url = server.base_url
     with pytest.raises(errors.ConnectionFailed):
         await _create(url)
+
+
+# Quotes, backslashes, every control character, DEL, Latin-1, BMP and astral characters (a
+# surrogate pair in JSON), lone surrogates (which a JSON escape can bring in), and ``/``.
+AWKWARD = [
+    "",
+    'say "hi"',
+    "back\\slash \\u0041 \\n",
+    "".join(map(chr, range(32))) + "\x7f",
+    "caf\u00e9 \u00ff \u0100 \u2028\u2029 \ufeff \uffff",
+    "\U0001f511 key \U0010ffff",
+    "\ud83d alone, \udc00 alone",
+    "</script> a/b",
+]
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+def test_bodies_are_byte_for_byte_json_dumps(text: str) -> None:
+    for account, secret_id, key_name, value in [
+        ("acme", "k-1", "K_1", text),
+        (text, text, text, text),
+        ("a" + text, "s" + text, "K" + text, text + "v"),
+    ]:
+        expected = {
+            "name": f"accounts/{account}/secrets/{secret_id}",
+            "keyName": key_name,
+            "value": value,
+        }
+        body = create_body(create_body_start(account), secret_id, key_name, value)
+        assert body == json.dumps(expected).encode()
+        assert json.loads(body) == expected
+        update = {"keyName": key_name, "value": value}
+        assert update_body(key_name, value) == json.dumps(update).encode()
+
+
+@given(account=st.text(), secret_id=st.text(), key_name=st.text(), value=st.text())
+def test_bodies_are_json_dumps_for_any_text(
+    account: str, secret_id: str, key_name: str, value: str
+) -> None:
+    expected = {
+        "name": f"accounts/{account}/secrets/{secret_id}",
+        "keyName": key_name,
+        "value": value,
+    }
+    body = create_body(create_body_start(account), secret_id, key_name, value)
+    assert body == json.dumps(expected).encode()
+    update = {"keyName": key_name, "value": value}
+    assert update_body(key_name, value) == json.dumps(update).encode()
+
+
+async def test_requests_carry_the_key_of_their_account_and_the_body_sent() -> None:
+    """The default key is the session's; an account with a key of its own sends that one."""
+    seen: list[tuple[str, str | None, str | None, bytes]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization")
+        seen.append((request.path, auth, request.headers.get("Content-Type"), await request.read()))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    keys = Credentials(SecretValue("default-key"), {"own": SecretValue("own-key")})
+    value = 'v "quoted" \U0001f511'
+    try:
+        async with SecretsClient(url, keys, connections=2, timeout=5) as client:
+            for account in ("plain", "own", "plain"):
+                spec = SecretSpec(
+                    account=account,
+                    key_name="K",
+                    secret_id="k",
+                    location="m:1",
+                    value=SecretValue(value),
+                )
+                await client.create(spec)
+                await client.update(spec)
+            await client.delete("own", "k")
+    finally:
+        await runner.cleanup()
+    created = json.dumps({"name": "accounts/plain/secrets/k", "keyName": "K", "value": value})
+    updated = json.dumps({"keyName": "K", "value": value}).encode()
+    json_type = "application/json"
+    assert seen[0] == (
+        "/v1/accounts/plain/secrets",
+        "Bearer default-key",
+        json_type,
+        created.encode(),
+    )
+    assert seen[1] == ("/v1/accounts/plain/secrets/k", "Bearer default-key", json_type, updated)
+    assert [auth for _, auth, _, _ in seen] == [
+        *["Bearer default-key"] * 2,
+        *["Bearer own-key"] * 2,
+        *["Bearer default-key"] * 2,
+        "Bearer own-key",
+    ]
+    assert seen[2][3] == created.replace("plain", "own").encode()
+    assert all(content_type == json_type for _, _, content_type, _ in seen)
+
+
+async def test_an_account_without_a_key_is_unauthenticated_before_sending() -> None:
+    keys = Credentials(None, {"own": SecretValue("own-key")})
+    async with SecretsClient("http://127.0.0.1:9", keys, connections=2, timeout=5) as client:
+        with pytest.raises(errors.Unauthenticated, match="no API key for account 'other'"):
+            await client.create(specs(1, account="other")[0])

@@ -92,3 +92,39 @@ def test_second_pass_reads_the_file_again_past_the_keep_limit(
             manifest.verify_unchanged()
         with pytest.raises(ManifestChanged):
             list(manifest.specs())
+
+
+@pytest.mark.parametrize("limit", [0, 1000, 50_000], ids=["read-again", "part-kept", "kept"])
+def test_every_duplicate_id_of_a_large_manifest_is_named_with_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    """Ids are kept as hashes and compared once, at the end: each entry whose id an earlier
+    one took in the same account is still named, with the line of the first, across files."""
+    monkeypatch.setattr(manifest_module, "KEEP_LIMIT", limit)
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    rows = [f"K_{i},v{i}\n" for i in range(5000)]
+    rows[3000] = "K_7,again\n"  # line 3002: K_7 is on line 9
+    rows[4000] = "k_7,and again\n"  # line 4002: the same id, k-7
+    first.write_text("keyName,value\n" + "".join(rows))
+    second.write_text("account,keyName,value\nacct-1,K_42,x\nacct-2,K_42,y\nacct-1,ONLY,z\n")
+    with pytest.raises(ManifestError) as caught:
+        manifest_module.load_manifests([str(first), str(second)], default_accounts=["acct-1"])
+
+    def clash(key_name: str, secret_id: str, where: str) -> str:
+        return (
+            f"{key_name} maps to secret id {secret_id!r} in account 'acct-1', which {where} "
+            "already uses"
+        )
+
+    assert [(p.path, p.line, p.message) for p in caught.value.problems] == [
+        (str(first), 3002, clash("K_7", "k-7", f"{first}:9")),
+        (str(first), 4002, clash("k_7", "k-7", f"{first}:9")),
+        (str(second), 2, clash("K_42", "k-42", f"{first}:44")),
+    ]
+
+
+def test_many_distinct_ids_are_no_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("keyName,value\n" + "".join(f"K_{i},v\n" for i in range(20_000)))
+    manifest = load_manifest(path, default_accounts=["acct-1", "acct-2"])
+    assert manifest.count == 40_000

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulk_secrets.errors import ManifestError
-from bulk_secrets.manifest import FORMATS, load_manifests
+from bulk_secrets.manifest import _PLAIN_KEY_NAME, FORMATS, load_manifests
+from bulk_secrets.naming import key_name_problem, secret_id_for, secret_id_problem
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -62,3 +63,18 @@ def test_any_bytes(fmt: str, data: bytes) -> None:
         path = Path(folder) / "manifest"
         path.write_bytes(data)
         _check(os.fspath(path), fmt)
+
+
+KEY_CHARACTERS = st.characters(codec="utf-8") | st.sampled_from("AZaz09_-é\n")
+
+
+@SETTINGS
+@given(key_name=st.text(KEY_CHARACTERS, max_size=70) | st.from_regex(r"[A-Za-z_][A-Za-z0-9_]*"))
+def test_the_checks_shortcut_for_a_plain_key_name_agrees_with_naming(key_name: str) -> None:
+    """The check takes a keyName that its one pattern matches as valid, with a valid derived
+    id, without asking ``naming``: it must be exactly those ``naming`` finds nothing wrong
+    with."""
+    fine = key_name_problem(key_name) is None and (
+        secret_id_problem(secret_id_for(key_name), key_name=key_name) is None
+    )
+    assert (_PLAIN_KEY_NAME.fullmatch(key_name) is not None) == fine

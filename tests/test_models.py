@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import bulk_secrets
-from bulk_secrets.models import Action, Result, SecretSpec, SecretValue, Status
+from bulk_secrets.models import Action, Result, SecretSpec, SecretValue, Status, Step, Target
 from bulk_secrets.report import json_line
 
 from .helpers import CANARY
@@ -22,6 +22,30 @@ def test_secret_value_masks_itself_everywhere() -> None:
     for shown in (repr(value), str(value), f"{value}", f"{value!r}", repr(spec), str(spec)):
         assert CANARY not in shown
     assert value.reveal() == CANARY
+
+
+def test_records_compare_and_hash_by_value() -> None:
+    """The hot path's records are plain (not frozen) dataclasses, still equal and hashable by
+    value, so that sets and dict keys of them work as they did."""
+
+    def spec() -> SecretSpec:
+        return SecretSpec(
+            account="a", key_name="K", secret_id="k", value=SecretValue(CANARY), location="m:1"
+        )
+
+    assert spec() == spec() and hash(spec()) == hash(spec())
+    assert spec() != SecretSpec(
+        account="a", key_name="K", secret_id="k", value=SecretValue("other"), location="m:1"
+    )
+    target = Target(account="a", key_name="K", secret_id="k", location="m:1")
+    steps = {Step(target=spec(), action=Action.CREATE), Step(target=spec(), action=Action.CREATE)}
+    assert len(steps) == 1 and len({target, spec()}) == 2
+
+    def result() -> Result:
+        return Result.of(target, action=Action.CREATE, status=Status.SUCCEEDED, http_status=200)
+
+    assert {result(): 1}[result()] == 1
+    assert CANARY not in repr(steps) + str(steps)
 
 
 def test_secret_value_refuses_pickling() -> None:

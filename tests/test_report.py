@@ -179,6 +179,27 @@ def test_what_a_killed_run_leaves_reads_back_at_every_cut(tmp_path: Path, kind: 
         assert (done.keys, done.total, done.source) == (keys, len(whole), report), cut
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".csv"])
+async def test_a_turn_of_many_results_reaches_the_file_as_it_goes(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Results are written together at the end of each event-loop turn, but a turn that
+    settles thousands (a run stopped early) does not hold them all: they reach the file as
+    they come, and the report is byte for byte what one written result by result is."""
+    many = RESULTS * 400
+    report = tmp_path / f"r{suffix}"
+    on_disk = tmp_path / "r.json.partial" if suffix == ".json" else report
+    with open_report(report) as sink:
+        for each in many:
+            sink.write(each)
+        assert on_disk.stat().st_size > 100_000  # of some 400,000 bytes
+        await anyio.lowlevel.checkpoint()
+        sink.finish(summary_of(many))
+    write_report(tmp_path / f"one-by-one{suffix}", many)  # no event loop: each at once
+    assert report.read_bytes() == (tmp_path / f"one-by-one{suffix}").read_bytes()
+
+
 def test_a_jsonl_report_killed_before_its_summary_counts_every_line(tmp_path: Path) -> None:
     report = tmp_path / "r.jsonl"
     write_report(report, RESULTS, finish=False)

@@ -21,9 +21,11 @@ from __future__ import annotations
 import functools
 import io
 import os
+import re
 import stat
 import sys
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from typing import TextIO
 from ..errors import ManifestChanged, ManifestError, Problem, UsageError
 from ..models import SecretSpec, SecretValue, Target
 from ..naming import (
+    MAX_ID_LENGTH,
     account_id_problem,
     is_account_id,
     is_variable_name,
@@ -91,24 +94,11 @@ def format_of(path: str) -> str | None:
     return _SUFFIXES.get(Path(name).suffix)
 
 
-@dataclass(frozen=True, slots=True)
-class _CheckedEntry:
-    """An entry that passed its checks: its secret id, the accounts it goes to, and those of
-    its own accounts that the accounts given to the run left out."""
-
-    raw: RawEntry
-    secret_id: str
-    accounts: tuple[str, ...]
-    excluded: tuple[str, ...] = ()
-
-    def in_shard(self, shard: Shard) -> _CheckedEntry:
-        """The entry for the accounts of ``shard`` only: the others are another shard's."""
-        return _CheckedEntry(
-            self.raw,
-            self.secret_id,
-            tuple(a for a in self.accounts if shard.holds(a)),
-            tuple(a for a in self.excluded if shard.holds(a)),
-        )
+# An entry that passed its checks: ``(line, key_name, secret_id, source, accounts, excluded)``,
+# its line, names and source, the accounts it goes to, and those of its own accounts that the
+# accounts given to the run left out. A plain tuple: the first pass keeps up to ``KEEP_LIMIT``
+# of them, and makes one per row.
+_Checked = tuple[int, str, str, Source | None, tuple[str, ...], tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +146,7 @@ class Manifest:
         self._env = env
         self._text = text
         self._folder = Path.cwd() if path == STDIN else Path(path).parent
-        self._kept: list[_CheckedEntry] | None = (
-            None  # the checked entries, when few enough to keep
-        )
+        self._kept: list[_Checked] | None = None  # the checked entries, when few enough to keep
         self._stamp: tuple[int, int] | None = None  # size and mtime of the file checked
         # fromCommand: what the first pass found to run, then the values, by entry index.
         self._pending: list[_PendingCommand] = []
@@ -178,45 +166,55 @@ class Manifest:
 
     def specs(self) -> Iterator[SecretSpec]:
         """Every secret for every account it goes to, reading values as it goes."""
-        for index, entry in enumerate(self._checked()):
-            if entry.raw.source is None:
+        name = self.name
+        for index, (line, key_name, secret_id, source, accounts, _) in enumerate(self._checked()):
+            if source is None:
                 continue  # never met: a manifest with such an entry is rejected
-            if not entry.accounts:
+            if not accounts:
                 continue  # none of its accounts is targeted: no value is needed
-            value = self._value(entry.raw.source, index)
-            for account in entry.accounts:
+            if type(source) is Inline:
+                value, described = source.value, "value"
+            else:
+                value, described = self._value(source, index), _describe(source)
+            location = f"{name}:{line}"
+            for account in accounts:
                 yield SecretSpec(
                     account=account,
-                    key_name=entry.raw.key_name,
-                    secret_id=entry.secret_id,
+                    key_name=key_name,
+                    secret_id=secret_id,
                     value=value,
-                    location=f"{self.name}:{entry.raw.line}",
-                    source=_describe(entry.raw.source),
+                    location=location,
+                    source=described,
                 )
 
     def targets(self) -> Iterator[Target]:
         """What :meth:`specs` would give, without reading a single value."""
-        for entry in self._checked():
-            for account in entry.accounts:
-                yield self._target(entry, account)
+        return self._targets(excluded=False)
 
     def excluded(self) -> Iterator[Target]:
         """Each secret and account the manifest names (its own accounts, or an entry's) that
         the accounts given to the run (``accounts=`` of :func:`load_manifests`) leave out, in
         file order, without a value: the run reports each as skipped. With :meth:`targets`,
         it accounts for every secret and account of the manifest."""
-        for entry in self._checked():
-            for account in entry.excluded:
-                yield self._target(entry, account)
+        return self._targets(excluded=True)
 
-    def _target(self, entry: _CheckedEntry, account: str) -> Target:
-        return Target(
-            account=account,
-            key_name=entry.raw.key_name,
-            secret_id=entry.secret_id,
-            location=f"{self.name}:{entry.raw.line}",
-            source=_describe(entry.raw.source),
-        )
+    def _targets(self, *, excluded: bool) -> Iterator[Target]:
+        """A target for each account each entry goes to, or each one left out."""
+        name = self.name
+        for line, key_name, secret_id, source, accounts, left_out in self._checked():
+            if excluded:
+                accounts = left_out
+            if not accounts:
+                continue
+            location, described = f"{name}:{line}", _describe(source)
+            for account in accounts:
+                yield Target(
+                    account=account,
+                    key_name=key_name,
+                    secret_id=secret_id,
+                    location=location,
+                    source=described,
+                )
 
     def verify_unchanged(self) -> None:
         """Raise :class:`ManifestChanged` if the file will be read again and is not the same."""
@@ -232,11 +230,26 @@ class Manifest:
             return None
         return stat.st_size, stat.st_mtime_ns
 
-    def _checked(self) -> Iterable[_CheckedEntry]:
+    def _checked(self) -> Iterable[_Checked]:
         """The checked entries: kept from the first pass when few, else read again."""
         if self._kept is not None:
             return self._kept
-        return self._entries(Problems(self.name, quiet=True))
+        return self._read_again()
+
+    def _read_again(self) -> Iterator[_Checked]:
+        """The checked entries, from the file read again: a problem now means it changed."""
+        out = Problems(self.name, quiet=True)
+        document = self._document(out)
+        checker = _Checker(self, document.header, out)
+        check = checker.check
+        try:
+            for raw in document.entries:
+                entry = check(raw)
+                if entry is not None:
+                    yield entry
+        finally:
+            document.close()
+        checker.finish()
 
     def _document(self, out: Problems) -> Document:
         try:
@@ -266,110 +279,49 @@ class Manifest:
         except BaseException:
             stream.close()
             raise
-        return Document(document.header, _closing(document.entries, stream))
-
-    def _entries(self, out: Problems, document: Document | None = None) -> Iterator[_CheckedEntry]:
-        document = document or self._document(out)
-        header = document.header
-        base = tuple(dict.fromkeys(self._override or header.accounts or self._default))
-        # Accounts given replace the manifest's own: those are not reported as left out; an
-        # entry's or a row's own account that they leave out is (see ``excluded``).
-        left_out: tuple[str, ...] = ()
-        untargeted: list[int] = []
-        for raw in document.entries:
-            entry = self._check_entry(raw, header, (base, left_out), out, untargeted)
-            if entry is not None:
-                yield entry if self.shard is None else entry.in_shard(self.shard)
-        if untargeted:
-            count = len(untargeted)
-            secrets, them = (
-                ("1 secret has", "it") if count == 1 else (f"{count} secrets have", "them")
-            )
-            out.error(
-                untargeted[0],
-                f"{secrets} no target account: name one in the manifest, "
-                f"or give the accounts to apply {them} to",
-            )
-
-    def _check_entry(
-        self,
-        raw: RawEntry,
-        header: Header,
-        accounts_of: tuple[tuple[str, ...], tuple[str, ...]],
-        out: Problems,
-        untargeted: list[int],
-    ) -> _CheckedEntry | None:
-        """The entry with its secret id, the accounts it goes to and those left out, or None
-        when it has a problem. ``accounts_of``: where an entry without accounts of its own goes,
-        and which of the manifest's accounts the accounts given leave out."""
-
-        def column(name: str) -> str | None:
-            return name if raw.tabular else None
-
-        problem = key_name_problem(raw.key_name)
-        if problem:
-            out.error(raw.line_of("keyName"), problem, column("keyName"))
-            return None
-        secret_id = raw.secret_id or secret_id_for(raw.key_name)
-        if raw.secret_id:
-            problem = secret_id_problem(secret_id)
-        else:
-            problem = secret_id_problem(secret_id, key_name=raw.key_name)
-        if problem:
-            field = "id" if raw.secret_id else "keyName"
-            out.error(raw.line_of(field), problem, column(field))
-            return None
-        if raw.accounts is None:
-            base, left_out = accounts_of
-            if not base:
-                untargeted.append(raw.line)
-                return None
-            return _CheckedEntry(raw, secret_id, base, left_out)
-        line = raw.line_of("accounts")
-        own = tuple(dict.fromkeys(raw.accounts))
-        bad = [p for p in map(account_id_problem, own) if p]
-        for problem in bad:
-            out.error(line, problem, column("account"))
-        # A manifest without accounts of its own (a CSV one) targets each account named here.
-        strangers = [a for a in own if header.accounts and is_account_id(a)]
-        strangers = [a for a in strangers if a not in header.accounts]
-        for account in strangers:
-            out.error(
-                line,
-                f"account {account!r} is not among the manifest's accounts "
-                f"({', '.join(header.accounts)})",
-                column("account"),
-            )
-        if bad or strangers:
-            return None
-        if self._override is None:
-            return _CheckedEntry(raw, secret_id, own)
-        accounts = tuple(a for a in own if a in self._override)
-        excluded = tuple(a for a in own if a not in self._override)
-        if not accounts:
-            out.warn(raw.line, f"{raw.key_name} is not applied: its accounts are not targeted")
-        return _CheckedEntry(raw, secret_id, accounts, excluded)
+        document.close = stream.close  # once its entries are read, or abandoned
+        return document
 
     def check(self, out: Problems, ids: _IdRegistry) -> None:
-        """The first pass: find every problem, count the secrets, register their ids."""
+        """The first pass: find every problem, count the secrets, register their ids.
+
+        This runs once per row of the largest manifests: it makes one tuple per entry and
+        calls out only for what is not the common case (a problem, a value that is not
+        inline, or one that may be over the size limit)."""
         self._stamp = self._stat()
         document = self._document(out)
         self._check_header(document.header, out)
-        entries = 0
-        kept: list[_CheckedEntry] | None = []
-        for index, entry in enumerate(self._entries(out, document)):
-            entries += 1
-            if kept is not None and len(kept) < KEEP_LIMIT:
-                kept.append(entry)
-            else:
-                kept = None  # too many to keep: the second pass reads the file again
-            self._check_source(entry, index, out)
-            accounts = self._accounts
-            for account in entry.accounts:
-                ids.add(account, entry.secret_id)
-                accounts[account] = accounts.get(account, 0) + 1
-            self.count += len(entry.accounts)
-            self.excluded_count += len(entry.excluded)
+        checker = _Checker(self, document.header, out)
+        check, add_id, per_account = checker.check, ids.add, self._accounts
+        keep = KEEP_LIMIT
+        kept: list[_Checked] | None = []
+        limit = self.max_value_bytes // 4  # characters that cannot be over it in UTF-8
+        entries = count = excluded = 0
+        try:
+            for raw in document.entries:
+                entry = check(raw)
+                if entry is None:
+                    continue
+                if kept is not None:
+                    if entries < keep:
+                        kept.append(entry)
+                    else:
+                        kept = None  # too many to keep: the second pass reads the file again
+                source, accounts = raw.source, entry[4]
+                if type(source) is not Inline or not 0 < len(source.value) <= limit:
+                    self._check_source(raw, accounts, entries, out)
+                entries += 1
+                secret_id = entry[2]
+                for account in accounts:
+                    add_id(account, secret_id)
+                    per_account[account] = per_account.get(account, 0) + 1
+                count += len(accounts)
+                excluded += len(entry[5])
+        finally:
+            document.close()
+        checker.finish()
+        self.count += count
+        self.excluded_count += excluded
         if entries == 0 and not out.errors:
             out.error(None, "the manifest has no secrets")
         self.warnings = out.warnings
@@ -389,11 +341,12 @@ class Manifest:
             else:
                 self.api_keys[account] = var
 
-    def _check_source(self, entry: _CheckedEntry, index: int, out: Problems) -> None:
+    def _check_source(
+        self, raw: RawEntry, accounts: tuple[str, ...], index: int, out: Problems
+    ) -> None:
         """Check that the value can be had and is within the size limit, without keeping it.
         A fromCommand is only noted here, to run with all the others (see
         :func:`_run_commands`)."""
-        raw = entry.raw
         if raw.source is None:
             return
         field = _FIELDS[type(raw.source)]
@@ -404,7 +357,7 @@ class Manifest:
         if isinstance(source, FromCommand):
             if not self.allow_commands:
                 out.error(line, "fromCommand runs a program: pass --allow-commands to allow it")
-            elif entry.accounts:  # else no value is needed
+            elif accounts:  # else no value is needed
                 command = commands.Command(source, self._folder)
                 self._pending.append(_PendingCommand(index, line, raw.key_name, command))
         elif isinstance(source, Inline):
@@ -468,6 +421,148 @@ class Manifest:
             raise ManifestChanged(f"{self.name}: fromFile {source.path!r}") from exc
 
 
+_NONE: tuple[str, ...] = ()
+# A keyName that is valid and gives a valid secret id (a letter first, at most 63 characters):
+# what ``key_name_problem`` and ``secret_id_problem`` of its id would find nothing wrong with,
+# checked with one match instead of two functions (tests hold the two to agree).
+_PLAIN_KEY_NAME = re.compile(rf"[A-Za-z][A-Za-z0-9_]{{0,{MAX_ID_LENGTH - 1}}}")
+# Distinct account tuples a checker remembers what it found for (a manifest names few).
+_REMEMBERED = 4096
+
+
+class _Checker:
+    """Checks the raw entries of one reading of a manifest: each one (:meth:`check`), then
+    what only the end shows (:meth:`finish`). What it works out for a tuple of accounts (an
+    entry's own, those of a shard) it works out once."""
+
+    __slots__ = (
+        "_base",
+        "_header",
+        "_of_shard",
+        "_out",
+        "_override",
+        "_own",
+        "_shard",
+        "_untargeted",
+        "_untargeted_line",
+    )
+
+    def __init__(self, manifest: Manifest, header: Header, out: Problems) -> None:
+        self._header = header
+        self._out = out
+        self._override = manifest._override
+        # Where an entry without accounts of its own goes. The accounts given replace the
+        # manifest's own: those are not reported as left out; an entry's or a row's own
+        # account that they leave out is (see ``Manifest.excluded``).
+        self._base = tuple(
+            dict.fromkeys(manifest._override or header.accounts or manifest._default)
+        )
+        self._shard = manifest.shard
+        self._own: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._of_shard: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._untargeted = 0  # entries with no account to go to, and the first one's line
+        self._untargeted_line: int | None = None
+
+    def check(self, raw: RawEntry) -> _Checked | None:
+        """The entry checked, or None when it has a problem (reported)."""
+        key_name, secret_id = raw.key_name, raw.secret_id
+        if not secret_id and _PLAIN_KEY_NAME.fullmatch(key_name):  # the usual case: one match
+            secret_id = secret_id_for(key_name)
+        else:
+            problem = key_name_problem(key_name)
+            if problem:
+                self._error(raw, "keyName", problem)
+                return None
+            if secret_id:
+                problem = secret_id_problem(secret_id)
+            else:
+                secret_id = secret_id_for(key_name)
+                problem = secret_id_problem(secret_id, key_name=key_name)
+            if problem:
+                self._error(raw, "id" if raw.secret_id else "keyName", problem)
+                return None
+        if raw.accounts is None:
+            accounts, excluded = self._base, _NONE
+            if not accounts:
+                self._untargeted += 1
+                self._untargeted_line = self._untargeted_line or raw.line
+                return None
+        else:
+            own = self._own.get(raw.accounts) or self._own_accounts(raw)
+            if own is None:
+                return None
+            accounts, excluded = own
+            if self._override is not None and not accounts:
+                self._out.warn(
+                    raw.line, f"{key_name} is not applied: its accounts are not targeted"
+                )
+        if self._shard is not None:  # the accounts of another shard are not this run's
+            accounts, excluded = self._in_shard(accounts), self._in_shard(excluded)
+        return (raw.line, key_name, secret_id, raw.source, accounts, excluded)
+
+    def finish(self) -> None:
+        """Report the entries that had no account to go to, at the first one's line."""
+        count = self._untargeted
+        if count:
+            secrets, them = (
+                ("1 secret has", "it") if count == 1 else (f"{count} secrets have", "them")
+            )
+            self._out.error(
+                self._untargeted_line,
+                f"{secrets} no target account: name one in the manifest, "
+                f"or give the accounts to apply {them} to",
+            )
+
+    def _error(self, raw: RawEntry, field: str, problem: str) -> None:
+        self._out.error(raw.line_of(field), problem, field if raw.tabular else None)
+
+    def _own_accounts(self, raw: RawEntry) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """The accounts an entry of its own accounts goes to and those the accounts given to
+        the run leave out, or None when one of its accounts is not valid (reported)."""
+        assert raw.accounts is not None
+        header, out = self._header, self._out
+        line = raw.line_of("accounts")
+        column = "account" if raw.tabular else None
+        own = tuple(dict.fromkeys(raw.accounts))
+        bad = [p for p in map(account_id_problem, own) if p]
+        for problem in bad:
+            out.error(line, problem, column)
+        # A manifest without accounts of its own (a CSV one) targets each account named here.
+        strangers = [a for a in own if header.accounts and is_account_id(a)]
+        strangers = [a for a in strangers if a not in header.accounts]
+        for account in strangers:
+            out.error(
+                line,
+                f"account {account!r} is not among the manifest's accounts "
+                f"({', '.join(header.accounts)})",
+                column,
+            )
+        if bad or strangers:
+            return None
+        override = self._override
+        if override is None:
+            found: tuple[tuple[str, ...], tuple[str, ...]] = (own, ())
+        else:
+            found = (
+                tuple(a for a in own if a in override),
+                tuple(a for a in own if a not in override),
+            )
+        if len(self._own) < _REMEMBERED:
+            self._own[raw.accounts] = found
+        return found
+
+    def _in_shard(self, accounts: tuple[str, ...]) -> tuple[str, ...]:
+        if not accounts:
+            return accounts
+        found = self._of_shard.get(accounts)
+        if found is None:
+            assert self._shard is not None
+            found = tuple(a for a in accounts if self._shard.holds(a))
+            if len(self._of_shard) < _REMEMBERED:
+                self._of_shard[accounts] = found
+        return found
+
+
 _FIELDS: Mapping[type, str] = {
     Inline: "value",
     FromEnv: "fromEnv",
@@ -478,14 +573,6 @@ _FIELDS: Mapping[type, str] = {
 
 def _describe(source: Source | None) -> str:
     return "(unusable)" if source is None else source.describe()
-
-
-def _closing(entries: Iterator[RawEntry], stream: TextIO) -> Iterator[RawEntry]:
-    """The entries, closing their file once they are read (or abandoned)."""
-    try:
-        yield from entries
-    finally:
-        stream.close()
 
 
 def _utf8_size(text: str) -> int:
@@ -583,18 +670,34 @@ def _kind_problem(mode: int) -> str:
 
 
 class _IdRegistry:
-    """Which (account, secret id) pairs are taken, kept as hashes: a few dozen bytes each."""
+    """Which (account, secret id) pairs are taken, kept as 64-bit hashes: 8 bytes each.
+
+    The hashes go into ``array('q')`` buckets (by their low bits) as they come, and the
+    duplicates are looked for once, at the end (:meth:`clashes`), one bucket at a time: a set
+    of every hash would cost ten times the memory. A hash met twice may be two different pairs
+    that hash alike: :func:`_clash_problems` compares the pairs themselves."""
+
+    _BUCKETS = 256  # a power of two: a hash's bucket is its low bits
 
     def __init__(self) -> None:
-        self._seen: set[int] = set()
-        self.clashes: set[int] = set()
+        self._buckets = [array("q") for _ in range(self._BUCKETS)]
 
     def add(self, account: str, secret_id: str) -> None:
         key = hash((account, secret_id))
-        if key in self._seen:
-            self.clashes.add(key)
-        else:
-            self._seen.add(key)
+        self._buckets[key & (self._BUCKETS - 1)].append(key)
+
+    def clashes(self) -> set[int]:
+        """The hashes added more than once."""
+        found: set[int] = set()
+        for bucket in self._buckets:
+            if len(set(bucket)) == len(bucket):
+                continue
+            seen: set[int] = set()
+            for key in bucket:
+                if key in seen:
+                    found.add(key)
+                seen.add(key)
+        return found
 
 
 def _clash_problems(manifests: Iterable[Manifest], clashes: set[int]) -> list[Problem]:
@@ -697,8 +800,9 @@ def load_manifests(
         manifests.manifests.append(manifest)
     _run_commands(checked, limit=max_value_bytes, timeout=command_timeout)
     problems = [problem for out in outs for problem in out.errors]
-    if ids.clashes:
-        problems.extend(_clash_problems(manifests, ids.clashes))
+    clashes = ids.clashes()
+    if clashes:
+        problems.extend(_clash_problems(manifests, clashes))
     if problems:
         raise ManifestError(problems)
     return manifests

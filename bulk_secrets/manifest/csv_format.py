@@ -29,6 +29,7 @@ from .document import (
     Inline,
     Problems,
     RawEntry,
+    Source,
     redact,
 )
 
@@ -138,9 +139,16 @@ def _header_ok(names: list[str], out: Problems) -> bool:
 
 def _rows(reader: _Reader, names: list[str], width: int, out: Problems) -> Iterator[RawEntry]:
     """The records, each with as many fields as the header has columns: with or without the
-    trailing ones that have no name, which must be empty."""
+    trailing ones that have no name, which must be empty.
+
+    This runs once per row of the largest manifests: the columns are found once, and a row
+    of as many fields as the header names (the common case) is checked no further."""
     at = {name: index for index, name in enumerate(names)}
     source = next(name for name in SOURCE_FIELDS if name in at)
+    key_at, value_at = at["keyName"], at[source]
+    account_at, id_at = at.get("account"), at.get("id")
+    inline, from_env = source == "value", source == "fromEnv"
+    named = len(names)
     start = reader.line_num + 1
     while True:
         try:
@@ -150,35 +158,33 @@ def _rows(reader: _Reader, names: list[str], width: int, out: Problems) -> Itera
             return
         if row is None:
             return
-        if any(row):  # a row with no field filled (",,") is ignored
-            if not len(names) <= len(row) <= width:
+        if len(row) != named and any(row):  # more or fewer fields than the header names
+            if not named <= len(row) <= width:
                 out.error(start, f"the record has {_fields(len(row))}, the header has {width}")
-            elif any(row[len(names) :]):
+                row = []
+            elif any(row[named:]):
                 out.error(start, "the record fills a column that has no name in the header")
-            else:
-                yield _entry(start, row, at, source)
+                row = []
+        if any(row):  # a row with no field filled (",,") is ignored
+            text = row[value_at]
+            found: Source = (
+                Inline(SecretValue(text))
+                if inline
+                else FromEnv(text)
+                if from_env
+                else FromFile(text)
+            )
+            account = row[account_at] if account_at is not None else ""
+            secret_id = row[id_at] if id_at is not None else ""
+            yield RawEntry(
+                start,
+                row[key_at],
+                found,
+                secret_id or None,
+                (account,) if account else None,
+                True,  # tabular
+            )
         start = reader.line_num + 1
-
-
-def _entry(line: int, row: list[str], at: dict[str, int], source: str) -> RawEntry:
-    text = row[at[source]]
-    found = (
-        Inline(SecretValue(text))
-        if source == "value"
-        else FromEnv(text)
-        if source == "fromEnv"
-        else FromFile(text)
-    )
-    account = row[at["account"]] if "account" in at else ""
-    secret_id = row[at["id"]] if "id" in at else ""
-    return RawEntry(
-        line,
-        row[at["keyName"]],
-        found,
-        secret_id=secret_id or None,
-        accounts=(account,) if account else None,
-        tabular=True,
-    )
 
 
 def _fields(count: int) -> str:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import ManifestChanged, Problem
 from ..models import SecretValue
 
+# What a reader makes for each entry (a source and a raw entry) is a plain slotted dataclass: a
+# frozen one costs several times as much to build, once per row of a million-row manifest.
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Inline:
     """A value written in the manifest itself."""
 
@@ -22,7 +25,7 @@ class Inline:
         return "value"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FromEnv:
     """A value taken from an environment variable when the manifest is applied."""
 
@@ -32,7 +35,7 @@ class FromEnv:
         return f"env:{self.var}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FromFile:
     """A value read from a file (relative to the manifest's folder), as UTF-8, unchanged."""
 
@@ -66,7 +69,7 @@ Source = Inline | FromEnv | FromFile | FromCommand
 SOURCE_FIELDS = ("value", "fromEnv", "fromFile")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RawEntry:
     """One secret as a manifest writes it, before its names, value and accounts are checked.
 
@@ -95,10 +98,18 @@ class Header:
     api_keys: dict[str, tuple[str, int]] = field(default_factory=dict)  # account -> (var, line)
 
 
+def _nothing() -> None:
+    pass
+
+
 @dataclass
 class Document:
+    """What a reader found: the header, and the entries as they are read. ``close`` is called
+    once the entries are read or abandoned (the loader closes the file there)."""
+
     header: Header
     entries: Iterator[RawEntry]
+    close: Callable[[], None] = _nothing
 
 
 class Problems:
