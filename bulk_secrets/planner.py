@@ -70,10 +70,10 @@ class Plan:
     state: State | None = None
     done_unheld: int = 0  # secrets the earlier run did that the source does not hold
 
-    def steps(self, specs: Iterable[SecretSpec]) -> Iterator[Step]:
-        """One step per spec, in order, then the deletions."""
-        for spec in specs:
-            yield self.decide(spec)
+    def steps(self, targets: Iterable[Target]) -> Iterator[Step]:
+        """One step per target, in order, then the deletions."""
+        for target in targets:
+            yield self.decide(target)
         yield from self.deletions
 
     def decide(self, spec: Target) -> Step:

@@ -289,9 +289,8 @@ class PlanSteps:
         plan, source = self._plan, self._run.source
         yield from self._run.excluded_steps()
         # Values are read only for the fingerprints of a state, and dropped at once.
-        for target in source.specs() if plan.state is not None else source.targets():
-            yield _without_value(plan.decide(target))
-        yield from plan.deletions
+        targets = source.specs() if plan.state is not None else source.targets()
+        yield from map(_without_value, plan.steps(targets))
 
 
 @dataclass(frozen=True, slots=True)
