@@ -17,6 +17,7 @@ Proxies come from ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` (never for loo
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -37,6 +38,7 @@ from .models import Credentials, ExistingSecret, SecretSpec, SecretValue
 from .naming import secret_id_problem
 from .options import is_loopback
 from .scrub import Scrubber, scrub
+from .watchdog import Watchdog
 
 LIST_PAGE_SIZE = 200
 MAX_ANSWER = 1 << 20  # bytes of a successful answer read at most
@@ -79,7 +81,7 @@ class SecretsClient:
         self._base_url = base_url.rstrip("/")
         self._credentials = credentials
         self._connections = connections
-        self._timeout = timeout
+        self._watchdog = Watchdog(timeout)
         self._ssl = _tls_context(ca_bundle) if base_url.startswith("https:") else True
         self._proxy = proxy_for(base_url)
         self._keys = Scrubber(key.reveal() for key in credentials.api_keys())
@@ -100,9 +102,11 @@ class SecretsClient:
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=headers,
-            timeout=aiohttp.ClientTimeout(total=self._timeout),
+            # No timer per request: the watchdog keeps every request's deadline.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None),
             raise_for_status=False,
         )
+        self._watchdog.start()
         return self
 
     async def __aexit__(
@@ -111,6 +115,7 @@ class SecretsClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._watchdog.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -194,6 +199,8 @@ class SecretsClient:
             data = io.BytesIO(body)  # in chunks: aiohttp warns of a large body in one piece
         headers = self._headers_for(account)
         self.requests_sent += 1
+        watchdog = self._watchdog
+        task = watchdog.begin()
         try:
             # Awaited, not ``async with``: the context manager would add coroutines to every
             # request, and a frame to every wait; ``release`` is what its exit does.
@@ -211,10 +218,12 @@ class SecretsClient:
                 raw = await _read(resp, MAX_ANSWER if ok else MAX_ERROR_ANSWER)
             finally:
                 resp.release()
-        except TimeoutError as exc:
-            raise errors.RequestTimeout(
-                f"{method} got no answer within {self._timeout:g}s"
-            ) from exc
+        except asyncio.CancelledError:
+            if watchdog.expired(task):
+                raise errors.RequestTimeout(
+                    f"{method} got no answer within {watchdog.limit:g}s"
+                ) from None
+            raise
         except aiohttp.InvalidURL as exc:
             raise errors.ApiError(f"invalid URL for account {account!r}") from exc
         except aiohttp.ClientSSLError as exc:
@@ -225,6 +234,8 @@ class SecretsClient:
             raise errors.ConnectionFailed(
                 f"{method} failed: {type(exc).__name__}: {self._scrubbed(str(exc), secret)}"
             ) from exc
+        finally:
+            watchdog.end(task)
         if ok:
             if raw is None:
                 raise errors.BadAnswer(f"the answer was over {MAX_ANSWER} bytes", status=status)
