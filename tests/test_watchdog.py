@@ -117,7 +117,7 @@ async def test_the_client_fails_a_request_that_gets_no_answer_and_goes_on() -> N
         SecretsClient(base_url, credentials(), connections=4, timeout=0.05) as client,
     ):
         for spec in specs(3):  # each times out; none leaves its task cancelled
-            with pytest.raises(errors.RequestTimeout, match="POST got no answer within 0.05s"):
+            with pytest.raises(errors.RequestTimeout, match=r"POST got no answer within 0\.05s"):
                 await client.create(spec)
             assert asyncio.current_task() is not None
             assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
