@@ -25,6 +25,7 @@ from .errors import (
     ApiError,
     ConnectionFailed,
     PermissionDenied,
+    RateLimited,
     RetryAbandoned,
     TlsFailed,
     Unauthenticated,
@@ -187,14 +188,25 @@ class Gate:
         account = sent.account
         if self._observer is not None:
             request = functools.partial(self._timed, sent, request)
+        rates = self.rates  # the account's turn, from its rate (no call of its own: the hot path)
+        rate = rates.of(account)
+        now = rates.now()
+        sent_at = rate.reserve(now)
+        if sent_at > now:
+            sent_at = await rates.wait_turn(rate, sent_at)
         try:
-            answer = await self.rates.call(account, request, *args)
+            answer = await request(*args)
+        except RateLimited as exc:
+            self.stops.answered(account)
+            rates.limited(rate, sent_at, exc)
+            raise
         except (ConnectionFailed, TlsFailed) as exc:
             self.stops.unanswered(account, exc)
             raise
         except ApiError:
             self.stops.answered(account)
             raise
+        rate.succeeded(rates.now())
         self.stops.answered(account)
         return answer
 

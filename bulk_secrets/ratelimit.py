@@ -46,7 +46,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
 
 import anyio
 
@@ -60,8 +59,6 @@ MIN_RATE = 0.1  # requests per second: never stop altogether
 WINDOW = 1.0  # seconds of successes an unpaced account's first cut looks at
 MIN_EVIDENCE = 5  # successes in the window before they are trusted as a measure
 
-P = ParamSpec("P")
-T = TypeVar("T")
 Clock = Callable[[], float]
 
 
@@ -157,7 +154,7 @@ class Rates:
         self._ceiling = max_rps or None
         self._max_wait = max_wait
         self._accounts: dict[str, AccountRate] = {}
-        self._clock = clock
+        self.now = clock  # seconds on the clock the rates are paced by
         self._sleep = sleep
 
     def of(self, account: str) -> AccountRate:
@@ -166,41 +163,26 @@ class Rates:
             rate = self._accounts[account] = AccountRate(self._ceiling)
         return rate
 
-    def now(self) -> float:
-        return self._clock()
-
     async def sleep(self, seconds: float) -> None:
         """Wait on the clock the rates are paced by."""
         await self._sleep(seconds)
 
-    async def call(
-        self, account: str, request: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """Send one request to ``account`` in its turn, and learn from the answer."""
-        rate = self.of(account)
-        now = self._clock()
-        sent_at = rate.reserve(now)
-        if sent_at > now:
-            sent_at = await self._wait_turn(rate, sent_at)
-        try:
-            answer = await request(*args, **kwargs)
-        except RateLimited as exc:
-            if exc.retry_after is not None and exc.retry_after > self._max_wait:
-                raise WaitTooLong(
-                    f"the server asked to wait {exc.retry_after:.0f}s (Retry-After), more than "
-                    f"the {self._max_wait:g}s the run may wait",
-                    status=exc.status,
-                ) from exc
-            rate.rate_limited(sent_at, self._clock(), exc.retry_after)
-            raise
-        rate.succeeded(self._clock())
-        return answer
+    def limited(self, rate: AccountRate, sent_at: float, exc: RateLimited) -> None:
+        """The request sent at ``sent_at`` met a 429: learn from it, or raise
+        :class:`~bulk_secrets.errors.WaitTooLong` when its Retry-After is past ``max_wait``."""
+        if exc.retry_after is not None and exc.retry_after > self._max_wait:
+            raise WaitTooLong(
+                f"the server asked to wait {exc.retry_after:.0f}s (Retry-After), more than "
+                f"the {self._max_wait:g}s the run may wait",
+                status=exc.status,
+            ) from exc
+        rate.rate_limited(sent_at, self.now(), exc.retry_after)
 
-    async def _wait_turn(self, rate: AccountRate, start: float) -> float:
+    async def wait_turn(self, rate: AccountRate, start: float) -> float:
         """Sleep until the slot taken at ``start``; take another if a pause came meanwhile."""
         while True:
-            await self._sleep(max(0.0, start - self._clock()))  # time may have passed it
-            now = self._clock()
+            await self._sleep(max(0.0, start - self.now()))  # time may have passed it
+            now = self.now()
             if now >= rate.paused_until:
                 return start
             start = rate.reserve(now)

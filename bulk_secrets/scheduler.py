@@ -218,9 +218,15 @@ class Scheduler:
 
     def _move(self, account: _Account, flying: int) -> None:
         """To the tier of ``flying`` in flight, last in its turn."""
-        self._leave_tier(account)
+        tiers = self._tiers
+        tier = tiers[account.flying]
+        if len(tier) == 1 and flying not in tiers:  # alone in its tier: the tier moves with it
+            del tiers[account.flying]
+            tiers[flying] = tier
+        else:
+            self._leave_tier(account)
+            tiers.setdefault(flying, {})[account.name] = account
         account.flying = flying
-        self._tiers.setdefault(flying, {})[account.name] = account
 
     def _leave_tier(self, account: _Account) -> None:
         tier = self._tiers[account.flying]

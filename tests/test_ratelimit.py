@@ -7,7 +7,7 @@ import bisect
 import heapq
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -15,6 +15,7 @@ import pytest
 from bulk_secrets.emulator.faults import FaultInjector, Faults
 from bulk_secrets.emulator.store import ErrorReply
 from bulk_secrets.errors import RateLimited, ServerError, WaitTooLong
+from bulk_secrets.policy import Gate, Sent, Stops
 from bulk_secrets.ratelimit import DECREASE, INCREASE, MIN_STEP, AccountRate, Rates
 
 
@@ -178,11 +179,15 @@ def test_a_429_without_retry_after_is_the_only_brake_so_its_cut_stays() -> None:
     assert rate.rate == pytest.approx(cut + MIN_STEP, rel=0.01)
 
 
-# --- Rates ----------------------------------------------------------------------------------
+# --- Rates, through the Gate every request passes --------------------------------------------
+
+
+async def _send(rates: Rates, account: str, request: Callable[[], Awaitable[int]]) -> int:
+    return await Gate(rates, Stops()).send(Sent("POST", account), request)
 
 
 @pytest.mark.anyio
-async def test_rates_call_waits_its_turn_and_learns() -> None:
+async def test_a_request_waits_its_turn_and_its_account_learns() -> None:
     clock = Clock()
     rates = Rates(4.0, clock=clock, sleep=clock.sleep)
 
@@ -195,18 +200,18 @@ async def test_rates_call_waits_its_turn_and_learns() -> None:
     async def broken() -> int:
         raise ServerError("no", status=503)
 
-    assert [await rates.call("a", ok) for _ in range(3)] == [200, 200, 200]
+    assert [await _send(rates, "a", ok) for _ in range(3)] == [200, 200, 200]
     assert clock.sleeps == pytest.approx([0.25, 0.25])
     with pytest.raises(RateLimited):
-        await rates.call("a", limited)
+        await _send(rates, "a", limited)
     assert rates.of("a").paused_until == pytest.approx(clock.now + 3.0)
     assert rates.of("a").rate == pytest.approx(DECREASE * 4.0)
     assert rates.of("b").ready_at() <= clock.now  # other accounts go on
     with pytest.raises(ServerError):  # neither success nor 429: the rate stays
-        await rates.call("b", broken)
+        await _send(rates, "b", broken)
     assert rates.of("b").rate == 4.0
     paused_until = rates.of("a").paused_until
-    assert await rates.call("a", ok) == 200  # waited out the pause
+    assert await _send(rates, "a", ok) == 200  # waited out the pause
     assert clock.now == pytest.approx(paused_until)
 
 
@@ -219,7 +224,7 @@ async def test_a_retry_after_past_max_wait_fails_at_once_and_pauses_nothing() ->
         raise RateLimited("slow down", retry_after=60.0)
 
     with pytest.raises(WaitTooLong, match="60s"):
-        await rates.call("a", limited)
+        await _send(rates, "a", limited)
     assert rates.of("a").paused_until == 0.0
     assert rates.of("a").rate == 4.0
 
@@ -241,7 +246,7 @@ async def test_a_turn_already_past_sleeps_no_negative_time() -> None:
         return 200
 
     for _ in range(5):
-        assert await rates.call("a", ok) == 200
+        assert await _send(rates, "a", ok) == 200
     assert sleeps and all(seconds >= 0 for seconds in sleeps)
 
 
