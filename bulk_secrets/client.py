@@ -6,7 +6,8 @@ Each HTTP outcome and each aiohttp error becomes the most specific error of
 - redirects are never followed (a 3xx is :class:`~bulk_secrets.errors.Redirected`);
 - TLS is always verified, against ``ca_bundle`` or ``SSL_CERT_FILE`` / ``REQUESTS_CA_BUNDLE``
   when given, and a TLS failure is not retried;
-- at most ``MAX_ANSWER`` bytes of an answer are read (``MAX_ERROR_ANSWER`` of an error);
+- at most ``MAX_ANSWER`` bytes of an answer are read (``MAX_ERROR_ANSWER`` of an error), and a
+  request with no answer within ``timeout`` seconds fails (:mod:`bulk_secrets.watchdog`);
 - a listing that is not the documented shape is :class:`~bulk_secrets.errors.BadAnswer`, and a
   listed name that is not a valid secret id of the account is marked, never put in a URL;
 - every message from a server or from aiohttp is scrubbed of the API keys and of the value

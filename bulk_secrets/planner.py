@@ -76,10 +76,10 @@ class Plan:
             yield self.decide(target)
         yield from self.deletions
 
-    def decide(self, spec: Target) -> Step:
+    def decide(self, target: Target) -> Step:
         """One secret's step. A target without its value does for every plan but one that
         keeps a ``state``, whose fingerprints need the value."""
-        listing = self.listings.get(spec.account)
+        listing = self.listings.get(target.account)
         unreachable = (
             self.aborted
             or self.stopped
@@ -87,27 +87,32 @@ class Plan:
         )
         if unreachable or listing is None:
             return Step(
-                target=spec, action=Action.CREATE, outcome=Status.NOT_ATTEMPTED, reason=unreachable
+                target=target,
+                action=Action.CREATE,
+                outcome=Status.NOT_ATTEMPTED,
+                reason=unreachable,
             )
-        if self.done is not None and (spec.account, spec.secret_id) in self.done:
+        if self.done is not None and (target.account, target.secret_id) in self.done:
             reason = self.policy.reason(Why.DONE_EARLIER)
-            return Step(target=spec, action=Action.SKIP, outcome=Status.SKIPPED, reason=reason)
-        key_name = listing.secrets.get(spec.secret_id)
+            return Step(target=target, action=Action.SKIP, outcome=Status.SKIPPED, reason=reason)
+        key_name = listing.secrets.get(target.secret_id)
         fingerprint = None
         if self.state is not None:
-            if not isinstance(spec, SecretSpec):
+            if not isinstance(target, SecretSpec):
                 raise TypeError("a plan that keeps a state decides secrets with their values")
-            fingerprint = self.state.fingerprint(spec)
-            if key_name == spec.key_name and self.state.unchanged(spec, fingerprint):
+            fingerprint = self.state.fingerprint(target)
+            if key_name == target.key_name and self.state.unchanged(target, fingerprint):
                 reason = self.policy.reason(Why.UNCHANGED)
-                return Step(target=spec, action=Action.SKIP, outcome=Status.SKIPPED, reason=reason)
+                return Step(
+                    target=target, action=Action.SKIP, outcome=Status.SKIPPED, reason=reason
+                )
         if key_name is None:
-            return Step(target=spec, action=Action.CREATE, fingerprint=fingerprint)
+            return Step(target=target, action=Action.CREATE, fingerprint=fingerprint)
         settled = self.policy.when_exists()
         if settled is not None:
             action, outcome, reason = settled
-            return Step(target=spec, action=action, outcome=outcome, reason=reason)
-        return Step(target=spec, action=Action.UPDATE, fingerprint=fingerprint)
+            return Step(target=target, action=action, outcome=outcome, reason=reason)
+        return Step(target=target, action=Action.UPDATE, fingerprint=fingerprint)
 
     @property
     def to_delete(self) -> list[Step]:

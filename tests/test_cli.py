@@ -139,7 +139,7 @@ async def test_usage_errors_exit_2(
             id="while-writing",
         ),
         pytest.param(
-            Faults(latency=60.0), "listing 1 account", 1, {"not_attempted"}, id="while-listing"
+            Faults(latency=60.0), "1 account at", 1, {"not_attempted"}, id="while-listing"
         ),
     ],
 )

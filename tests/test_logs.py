@@ -302,6 +302,6 @@ async def test_the_cli_says_one_account_and_one_secret(tmp_path: Path) -> None:
     async with running_emulator(EmulatorConfig(keys={API_KEY: None})) as server:
         code, _, err = await run_main(*run_args(manifest, server.base_url))
     assert code == 0, err
-    assert "bulk-secrets: listing 1 account at " in err
+    assert "bulk-secrets: 1 account at " in err and "each listed as the run reaches it" in err
     assert "bulk-secrets: applying 1 secret at " in err
     assert "bulk-secrets: 1 secret: 1 succeeded" in err

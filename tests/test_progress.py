@@ -257,7 +257,7 @@ async def test_the_cli_draws_on_a_terminal_and_never_a_value(tmp_path: Path) -> 
                    "--max-rps", "0"]  # fmt: skip
         code, seen = await anyio.to_thread.run_sync(run_on_terminal, command, terminal_env())
     assert code == 0, seen
-    assert "listing 1 account" in seen and "applying" in seen
+    assert "1 account at" in seen and "applying" in seen
     screen = Screen(seen)
     assert screen.cursor_shown
     shown = screen.text()

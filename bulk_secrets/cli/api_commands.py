@@ -159,8 +159,14 @@ async def _command(
         else:
             credentials = credentials_for(manifests, firectl=read_firectl_config(args.profile))
         accounts = len(manifests.accounts())
+        listed = f"listing {counted(accounts, 'account')} at {options.base_url}"
+        if args.command == "apply" and not (args.dry_run or options.prune):
+            listed = (  # no list first: each account as its first secret comes up
+                f"{counted(accounts, 'account')} at {options.base_url}, "
+                "each listed as the run reaches it"
+            )
         say(
-            f"listing {counted(accounts, 'account')} at {options.base_url}",
+            listed,
             event="listing",
             accounts=accounts,
             baseUrl=options.base_url,
