@@ -33,6 +33,7 @@ from typing import Any, Self
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+from yarl import URL
 
 from . import errors
 from .models import Credentials, ExistingSecret, SecretSpec, SecretValue
@@ -50,6 +51,7 @@ _SHOWN_ID_LIMIT = 80  # characters of a listed name that is not valid, kept to r
 _VALUE_SCRUBBERS = 4  # scrubbers of values kept for the retries of the requests failing now
 _JSON = {"Content-Type": "application/json"}
 _LARGE_BODY = 1 << 20
+_ACCOUNTS_KEPT = 4096  # accounts whose URL, body start and headers are kept; then kept anew
 # The C encoder ``json.dumps`` uses for a string (``ensure_ascii``): bodies are built from its
 # pieces, byte for byte what ``json.dumps`` of the body's dict gives, for a third of the work.
 _quoted = json.encoder.encode_basestring_ascii
@@ -87,10 +89,7 @@ class SecretsClient:
         self._proxy = proxy_for(base_url)
         self._keys = Scrubber(key.reveal() for key in credentials.api_keys())
         self._values: OrderedDict[SecretValue, Scrubber] = OrderedDict()
-        # Headers by account: None for those of the default key, which the session sends.
-        self._headers: dict[str, dict[str, str] | None] = {}
-        self._urls: dict[str, str] = {}
-        self._names: dict[str, str] = {}  # account -> the start of a create's body
+        self._accounts: dict[str, _Account] = {}
         self._session: aiohttp.ClientSession | None = None
         self.requests_sent = 0
 
@@ -127,65 +126,59 @@ class SecretsClient:
 
     def create(self, spec: SecretSpec) -> Coroutine[Any, Any, int]:
         """POST the secret; awaited, the HTTP status of a success."""
-        account = spec.account
-        start = self._names.get(account)
-        if start is None:
-            start = self._names[account] = create_body_start(account)
-        body = create_body(start, spec.secret_id, spec.key_name, spec.value.reveal())
-        return self._send("POST", self._secrets_url(account), account, body, secret=spec.value)
+        parts = self._parts(spec.account)
+        body = create_body(parts.body_start, spec.secret_id, spec.key_name, spec.value.reveal())
+        return self._send("POST", parts.parsed, parts, body, secret=spec.value)
 
     def update(self, spec: SecretSpec) -> Coroutine[Any, Any, int]:
         """PATCH the secret's keyName and value; awaited, the HTTP status of a success."""
         body = update_body(spec.key_name, spec.value.reveal())
-        url = self._secret_url(spec.account, spec.secret_id)
-        return self._send("PATCH", url, spec.account, body, secret=spec.value)
+        parts = self._parts(spec.account)
+        url = f"{parts.url}/{quote(spec.secret_id, safe='')}"
+        return self._send("PATCH", url, parts, body, secret=spec.value)
 
     def delete(self, account: str, secret_id: str) -> Coroutine[Any, Any, int]:
         """DELETE the secret; awaited, the HTTP status of a success."""
-        return self._send("DELETE", self._secret_url(account, secret_id), account)
+        parts = self._parts(account)
+        return self._send("DELETE", f"{parts.url}/{quote(secret_id, safe='')}", parts)
 
     async def list_page(
         self, account: str, page_token: str = ""
     ) -> tuple[list[ExistingSecret], str]:
         """One page of the account's secrets and the token of the next page ("" at the end)."""
-        url = f"{self._secrets_url(account)}?pageSize={LIST_PAGE_SIZE}"
+        parts = self._parts(account)
+        url = f"{parts.url}?pageSize={LIST_PAGE_SIZE}"
         if page_token:
             url += f"&pageToken={quote(page_token, safe='')}"
         answer: list[bytes] = []
-        await self._send("GET", url, account, answer=answer)
+        await self._send("GET", url, parts, answer=answer)
         return _listing(answer[0], account)
 
-    def _secrets_url(self, account: str) -> str:
-        url = self._urls.get(account)
-        if url is None:
-            url = f"{self._base_url}/v1/accounts/{quote(account, safe='')}/secrets"
-            self._urls[account] = url
-        return url
-
-    def _secret_url(self, account: str, secret_id: str) -> str:
-        return f"{self._secrets_url(account)}/{quote(secret_id, safe='')}"
-
-    def _headers_for(self, account: str) -> dict[str, str] | None:
-        """The headers of a request to ``account``: None where the session's serve (the
-        default key), else its own key's."""
-        try:
-            return self._headers[account]
-        except KeyError:
-            pass
-        key = self._credentials.for_account(account)
-        if key is None:
-            raise errors.Unauthenticated(f"no API key for account {account!r}")
-        headers = None
-        if key is not self._credentials.default:
-            headers = {**_JSON, "Authorization": f"Bearer {key.reveal()}"}
-        self._headers[account] = headers
-        return headers
+    def _parts(self, account: str) -> _Account:
+        """What every request to ``account`` shares, worked out once (for the last
+        ``_ACCOUNTS_KEPT`` accounts met: a run over more starts again, and memory stays flat)."""
+        parts = self._accounts.get(account)
+        if parts is None:
+            key = self._credentials.for_account(account)
+            if key is None:
+                raise errors.Unauthenticated(f"no API key for account {account!r}")
+            headers = None  # the default key's are the session's
+            if key is not self._credentials.default:
+                headers = {**_JSON, "Authorization": f"Bearer {key.reveal()}"}
+            if len(self._accounts) >= _ACCOUNTS_KEPT:
+                self._accounts.clear()
+            try:
+                parts = _Account(self._base_url, account, headers)
+            except ValueError as exc:
+                raise errors.ApiError(f"invalid URL for account {account!r}") from exc
+            self._accounts[account] = parts
+        return parts
 
     async def _send(
         self,
         method: str,
-        url: str,
-        account: str,
+        url: str | URL,
+        parts: _Account,
         body: bytes | None = None,
         *,
         secret: SecretValue | None = None,
@@ -198,7 +191,6 @@ class SecretsClient:
         data: bytes | io.BytesIO | None = body
         if body is not None and len(body) > _LARGE_BODY:
             data = io.BytesIO(body)  # in chunks: aiohttp warns of a large body in one piece
-        headers = self._headers_for(account)
         self.requests_sent += 1
         watchdog = self._watchdog
         task = watchdog.begin()
@@ -209,7 +201,7 @@ class SecretsClient:
                 method,
                 url,
                 data=data,
-                headers=headers,
+                headers=parts.headers,
                 allow_redirects=False,
                 proxy=self._proxy,
             )
@@ -226,7 +218,7 @@ class SecretsClient:
                 ) from None
             raise
         except aiohttp.InvalidURL as exc:
-            raise errors.ApiError(f"invalid URL for account {account!r}") from exc
+            raise errors.ApiError(f"invalid URL for account {parts.account!r}") from exc
         except aiohttp.ClientSSLError as exc:
             raise errors.TlsFailed(
                 f"TLS failed, not retried: {self._scrubbed(str(exc), secret)}"
@@ -264,6 +256,21 @@ class SecretsClient:
         else:
             self._values.move_to_end(secret)
         return scrub(text, self._keys, scrubber)
+
+
+class _Account:
+    """What the requests to one account share: its secrets URL (as text, and parsed once, as
+    aiohttp takes it without parsing it again), the start of a create's body, and its own
+    headers (None: the default key's, which the session sends)."""
+
+    __slots__ = ("account", "body_start", "headers", "parsed", "url")
+
+    def __init__(self, base_url: str, account: str, headers: dict[str, str] | None) -> None:
+        self.account = account
+        self.url = f"{base_url}/v1/accounts/{quote(account, safe='')}/secrets"
+        self.parsed = URL(self.url)
+        self.body_start = create_body_start(account)
+        self.headers = headers
 
 
 def create_body_start(account: str) -> str:
