@@ -252,7 +252,8 @@ def _api_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout",
         type=float,
         default=DEFAULT_TIMEOUT,
-        help="seconds per request (default: %(default)s)",
+        help="seconds a request may wait for its whole answer (checked every eighth of it, "
+        "at most every second; default: %(default)s)",
     )
     _output_argument(
         parser, "json: print the summary (for plan, the plan; for verify, the drift) on stdout"
