@@ -12,10 +12,17 @@ A free worker gets, in turn: a settled step (no request, nothing to wait for), a
 start, or the head of the account that may send soonest (its rate and any Retry-After pause)
 and, among those ready, the one with the fewest steps in flight. So an account that is paused
 or slow does not hold every worker while others have work.
+
+An account found not ready (its next slot, or a pause, still to come) waits in a heap by the
+time it may send, out of the turns, and rejoins them at that time: an account's ready time only
+moves later until it sends, so a take looks at the accounts that are ready, not at every
+account with work (1,000 accounts at 50/s each: 33 looked at per take before, about 1 now).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -56,6 +63,9 @@ class Scheduler:
         self._accounts: dict[str, _Account] = {}  # accounts with steps queued or in flight
         # The accounts with steps queued, by steps in flight; each tier in turn order.
         self._tiers: dict[int, dict[str, _Account]] = {}
+        # The accounts with steps queued that may not send yet, by when they may: (time, order).
+        self._later: list[tuple[float, int, _Account]] = []
+        self._order = itertools.count()
         self._unlisted: dict[str, list[SecretSpec]] = {}  # specs waiting for a listing
         self._to_list: deque[str] = deque()  # listings no worker has taken yet
         self._queued = 0
@@ -104,20 +114,28 @@ class Scheduler:
             return self._settled.popleft()
         if self._to_list:
             return ListAccount(self._to_list.popleft())
-        tiers = self._tiers
-        if not tiers:
+        tiers, later = self._tiers, self._later
+        if not tiers and not later:
             return math.inf if self._unlisted else None
         now = self._rates.now()
-        soonest = math.inf
+        while later and later[0][0] <= now:  # their time has come: back in turn, last
+            account = heapq.heappop(later)[2]
+            account.waiting = False
+            tiers.setdefault(account.flying, {})[account.name] = account
         # Fewest in flight first; within a tier, the account served longest ago first. The
-        # first one ready is taken, so a take looks at one account unless some must wait.
-        for flying in sorted(tiers) if len(tiers) > 1 else tiers:
-            for account in tiers[flying].values():
+        # first one ready is taken; one that is not waits in the heap.
+        for flying in sorted(tiers) if len(tiers) > 1 else list(tiers):
+            tier = tiers[flying]
+            while tier:
+                account = next(iter(tier.values()))
                 ready = account.rate.ready_at()
                 if ready <= now:
                     return self._pop(account)
-                soonest = min(soonest, ready)
-        return soonest - now
+                del tier[account.name]
+                account.waiting = True
+                heapq.heappush(later, (ready, next(self._order), account))
+            del tiers[flying]
+        return later[0][0] - now
 
     def listed(self, account: str, listing: Listing) -> None:
         """``account``'s listing (taken as :class:`ListAccount`) ended: decide its specs."""
@@ -133,7 +151,9 @@ class Scheduler:
         if step.outcome is not None:
             return  # settled: never in flight
         account = self._accounts[step.target.account]
-        if account.queue:
+        if account.waiting:  # it rejoins the turns at its new count
+            account.flying -= 1
+        elif account.queue:
             self._move(account, account.flying - 1)
         else:
             account.flying -= 1
@@ -151,6 +171,7 @@ class Scheduler:
             yield from map(_undecided, specs)
         self._settled.clear()
         self._tiers.clear()
+        self._later.clear()
         self._unlisted.clear()
         self._to_list.clear()
         self._queued = 0
@@ -201,7 +222,7 @@ class Scheduler:
         account = self._accounts.get(name)
         if account is None:
             account = self._accounts[name] = _Account(name, self._rates.of(name))
-        if not account.queue:  # back among those with work
+        if not account.queue and not account.waiting:  # back among those with work
             self._tiers.setdefault(account.flying, {})[name] = account
         account.queue.append(step)
 
@@ -238,13 +259,14 @@ class Scheduler:
 class _Account:
     """An account with steps queued or in flight."""
 
-    __slots__ = ("flying", "name", "queue", "rate")
+    __slots__ = ("flying", "name", "queue", "rate", "waiting")
 
     def __init__(self, name: str, rate: AccountRate) -> None:
         self.name = name
         self.rate = rate
         self.queue: deque[Step] = deque()
         self.flying = 0  # steps taken and not done
+        self.waiting = False  # in the scheduler's heap of those that may not send yet
 
 
 def _undecided(spec: SecretSpec) -> Step:

@@ -12,7 +12,7 @@ from bulk_secrets.models import Action, SecretSpec, SecretValue, Status, Step, T
 from bulk_secrets.options import ApplyOptions, OnExisting
 from bulk_secrets.planner import Listing, Plan
 from bulk_secrets.policy import Policy
-from bulk_secrets.ratelimit import Rates
+from bulk_secrets.ratelimit import AccountRate, Rates
 from bulk_secrets.scheduler import ListAccount, Scheduler, Work
 
 pytestmark = pytest.mark.anyio
@@ -29,7 +29,7 @@ def steps(account: str, count: int, **fields: object) -> list[Step]:
     ]
 
 
-def stepped(work: Work | None) -> Step:
+def stepped(work: Work | float | None) -> Step:
     assert isinstance(work, Step)
     return work
 
@@ -159,3 +159,37 @@ async def test_a_slow_account_does_not_gather_the_workers() -> None:
         if step.target.account == "fast":
             scheduler.done(step)  # answered at once; "slow" never answers
     assert taken == ["slow"] + ["fast"] * 11
+
+
+async def test_accounts_that_may_not_send_yet_are_not_looked_at_again_until_they_may(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """100 accounts at 1 request a second, each with a request just sent: a take looks at each
+    once, then at none until a second has passed, then at the one it takes."""
+    looked = 0
+    ready_at = AccountRate.ready_at
+
+    def counted(rate: AccountRate) -> float:
+        nonlocal looked
+        looked += 1
+        return ready_at(rate)
+
+    monkeypatch.setattr(AccountRate, "ready_at", counted)
+    clock = Clock()
+    rates = Rates(1.0, clock=clock)
+    names = [f"a{i:03d}" for i in range(100)]
+    scheduler = Scheduler([s for name in names for s in steps(name, 3)], rates, window=300)
+    for name in names:  # the first step of each account, sent: its next slot is in a second
+        step = stepped(scheduler.take_now())
+        assert step.target.account == name
+        rates.of(name).reserve(clock.now)
+        scheduler.done(step)
+    looked = 0
+    assert scheduler.take_now() == pytest.approx(1.0)
+    assert looked == 100  # each found not ready, once
+    assert scheduler.take_now() == pytest.approx(1.0)
+    assert looked == 100  # and not looked at again
+    clock.now += 1.0
+    taken = [stepped(scheduler.take_now()).target.account for _ in names]
+    assert taken == names  # in the order they came to wait
+    assert looked == 200  # one look per take
