@@ -45,8 +45,8 @@ request now and then whatever the client does. What matters is what each 429 cos
   real limit again. It is won back all the same, for a cut that stayed would let sporadic 429s
   ratchet the rate down (before: 5% of requests refused took 300 secrets 31 s), but at half the
   pace: ``(1 + RECOVER_UNPAUSED) ** n > 1 / DECREASE`` holds up to about one request in 20
-  refused at random, and against a limit that says nothing the rate settles where about one
-  request in 20 is refused, each retried after its backoff.
+  refused at random, and against a limit that says nothing the rate settles where one request
+  in 20 to 30 is refused, each retried after its backoff.
 """
 
 from __future__ import annotations
