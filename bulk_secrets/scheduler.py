@@ -124,7 +124,8 @@ class Scheduler:
             tiers.setdefault(account.flying, {})[account.name] = account
         # Fewest in flight first; within a tier, the account served longest ago first. The
         # first one ready is taken; one that is not waits in the heap.
-        for flying in sorted(tiers) if len(tiers) > 1 else list(tiers):
+        while tiers:
+            flying = min(tiers) if len(tiers) > 1 else next(iter(tiers))
             tier = tiers[flying]
             while tier:
                 account = next(iter(tier.values()))
