@@ -262,11 +262,19 @@ class _FileReport(ReportSink):
                 self._fail(exc)
 
     def _put(self, result: Result) -> None:
-        """Add the result's line to ``_lines``."""
-        raise NotImplementedError
+        """Add the result's line to ``_lines``: its JSON, unless the format says otherwise."""
+        self._lines.append(json_line(result))
 
     def _drain(self) -> None:
         """Hand ``_lines`` to the file (buffered, not flushed), and empty it."""
+        lines = self._lines
+        if lines:
+            text = self._joined(lines)
+            lines.clear()
+            self._file.write(text)
+
+    def _joined(self, lines: list[str]) -> str | bytes:
+        """What the file gets for ``lines`` (which it may change: they are emptied next)."""
         raise NotImplementedError
 
     def _end(self, summary: Summary) -> None:
@@ -307,16 +315,10 @@ class JsonReport(_FileReport):
         super().__init__(path, os.fdopen(create_new(self._partial, REPORT_MODE), "w+b"))
         self._separator = "\n"  # before the next line: the first one's, then ",\n"
 
-    def _put(self, result: Result) -> None:
-        self._lines.append(json_line(result))
-
-    def _drain(self) -> None:
-        lines = self._lines
-        if lines:
-            text = self._separator + ",\n".join(lines)
-            lines.clear()
-            self._file.write(text.encode())  # ASCII
-            self._separator = ",\n"
+    def _joined(self, lines: list[str]) -> bytes:
+        text = self._separator + ",\n".join(lines)
+        self._separator = ",\n"
+        return text.encode()  # ASCII
 
     def _end(self, summary: Summary) -> None:
         head = '{"summary": ' + json.dumps(summary.to_record()) + ',\n"results": ['
@@ -349,16 +351,9 @@ class JsonlReport(_FileReport):
     def __init__(self, path: Path) -> None:
         super().__init__(path, os.fdopen(_open_emptied(path), "w", encoding="utf-8"))
 
-    def _put(self, result: Result) -> None:
-        self._lines.append(json_line(result))
-
-    def _drain(self) -> None:
-        lines = self._lines
-        if lines:
-            lines.append("")  # so that the last line ends too
-            text = "\n".join(lines)
-            lines.clear()
-            self._file.write(text)
+    def _joined(self, lines: list[str]) -> str:
+        lines.append("")  # so that the last line ends too
+        return "\n".join(lines)
 
     def _end(self, summary: Summary) -> None:
         self._drain()
@@ -391,12 +386,8 @@ class CsvReport(_FileReport):
             )
         )
 
-    def _drain(self) -> None:
-        lines = self._lines
-        if lines:
-            text = "".join(lines)
-            lines.clear()
-            self._file.write(text)
+    def _joined(self, lines: list[str]) -> str:
+        return "".join(lines)  # each row ends its own line
 
     def _end(self, summary: Summary) -> None:
         self._drain()
