@@ -42,13 +42,11 @@ class Watchdog:
         self.tick = min(MAX_TICK, max(MIN_TICK, limit / 8))
         self._started: dict[asyncio.Task[object], float] = {}
         self._expired: set[asyncio.Task[object]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        """Start sweeping, on the running loop."""
-        self._loop = asyncio.get_running_loop()
-        self._handle = self._loop.call_later(self.tick, self._every_tick)
+        """Sweep a tick from now, on the running loop, and every tick after."""
+        self._handle = asyncio.get_running_loop().call_later(self.tick, self._every_tick)
 
     def stop(self) -> None:
         if self._handle is not None:
@@ -88,5 +86,4 @@ class Watchdog:
 
     def _every_tick(self) -> None:
         self.sweep()
-        assert self._loop is not None
-        self._handle = self._loop.call_later(self.tick, self._every_tick)
+        self.start()  # the next tick, on the loop that runs this one
