@@ -125,7 +125,7 @@ class Scheduler:
         # Fewest in flight first; within a tier, the account served longest ago first. The
         # first one ready is taken; one that is not waits in the heap.
         while tiers:
-            flying = min(tiers) if len(tiers) > 1 else next(iter(tiers))
+            flying = min(tiers)
             tier = tiers[flying]
             while tier:
                 account = next(iter(tier.values()))
