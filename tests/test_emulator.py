@@ -551,17 +551,22 @@ async def test_write_latency_is_added_to_writes_only(
 # --- faults -----------------------------------------------------------------------------
 
 
-async def test_error_rate_answers_5xx_and_applies_nothing(start: Start, connect: Connect) -> None:
-    emu = await start(error_rate=1.0, seed=1)
-    session = await connect(emu)
-    emu.put(ACCOUNT, "present", "KEY", "old")
-    requests = [
+def every_kind_of_request() -> list[tuple[str, str, dict[str, str] | None]]:
+    """A request of each kind the API takes (method, path, JSON body), on the secret "present"."""
+    return [
         ("POST", SECRETS, create_body()),
         ("PATCH", f"{SECRETS}/present", {"keyName": "NEW", "value": VALUE}),
         ("DELETE", f"{SECRETS}/present", None),
         ("GET", SECRETS, None),
+        ("GET", f"{SECRETS}/present", None),
     ]
-    for method, path, body in requests * 3:
+
+
+async def test_error_rate_answers_5xx_and_applies_nothing(start: Start, connect: Connect) -> None:
+    emu = await start(error_rate=1.0, seed=1)
+    session = await connect(emu)
+    emu.put(ACCOUNT, "present", "KEY", "old")
+    for method, path, body in every_kind_of_request() * 3:
         status, answer = await call(session, method, path, json=body)
         assert status in (500, 502, 503, 504)
         assert_error(status, answer, status, 13 if status == 500 else 14)
@@ -680,13 +685,7 @@ async def test_rate_limit_share_1_refuses_every_request_at_once_and_applies_noth
     emu = await start(rate_limit_share=1.0, latency=5.0, seed=1, **faults)
     session = await connect(emu)
     emu.put(ACCOUNT, "present", "KEY", "old")
-    requests = [
-        ("POST", SECRETS, create_body()),
-        ("PATCH", f"{SECRETS}/present", {"keyName": "NEW", "value": VALUE}),
-        ("DELETE", f"{SECRETS}/present", None),
-        ("GET", SECRETS, None),
-        ("GET", f"{SECRETS}/present", None),
-    ]
+    requests = every_kind_of_request()
     for method, path, body in requests:
         status, answer, headers = await call_with_headers(session, method, path, json=body)
         assert_error(status, answer, 429, 8)
