@@ -12,12 +12,12 @@ retry, no report, no plan, no manifest; each request is ``session.request(...)``
 just after it closes (interpreter start-up and the encoding excluded).
 
 - ``--accounts K`` spreads the N secrets over K accounts ``A-00001``, ... (N/K each, account by
-  account, as ``clients.py`` writes the CSV manifest); ``--list`` sends one GET of each
+  account, as ``dataset.py`` writes the CSV manifest); ``--list`` sends one GET of each
   account's secrets before that account's POSTs (the requests of a run that lists first).
 - ``--cafile CERT``: the base URL is https, verified against that CA.
 - ``--loop``: ``auto`` (the default) is uvloop when it is installed, else asyncio's own.
 
-Keys and values are the same as in the CSV manifests that ``clients.py`` writes for ``apply``.
+Keys, values and accounts come from ``dataset.py``, as do the CSV manifests ``apply`` reads.
 """
 
 from __future__ import annotations
@@ -35,21 +35,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 import aiohttp
+from dataset import account_for, key_for, value_for
 from yarl import URL
 
 Request = tuple[str, URL, bytes | None]  # method, URL, body
-
-
-def key_for(index: int) -> str:
-    return f"BENCH_{index:06d}"  # the same as clients.py's
-
-
-def value_for(index: int) -> str:
-    return f"bench-value-{index:07d}-abcdefghijklmnopqrstuvwxyz"  # the same as clients.py's
-
-
-def account_for(account: str, number: int) -> str:
-    return f"{account}-{number:05d}"  # the same as clients.py's
 
 
 def requests_for(

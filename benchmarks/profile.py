@@ -69,6 +69,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dataset import write_manifest
+
 HERE = Path(__file__).resolve().parent
 BARE = HERE / "bare.py"
 HOST = "127.0.0.1"
@@ -148,17 +150,6 @@ def _answers(port: int) -> bool:
 
 
 # --- clients ---------------------------------------------------------------------------------
-
-
-def write_manifest(path: Path, count: int) -> Path:
-    """The benchmark harness's CSV manifest: ``BENCH_000001,bench-value-...``, one a row."""
-    with path.open("w", encoding="utf-8", newline="") as out:
-        out.write("keyName,value\n")
-        out.writelines(
-            f"BENCH_{i:06d},bench-value-{i:07d}-abcdefghijklmnopqrstuvwxyz\n"
-            for i in range(1, count + 1)
-        )
-    return path
 
 
 @dataclass
