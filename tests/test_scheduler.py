@@ -193,3 +193,21 @@ async def test_accounts_that_may_not_send_yet_are_not_looked_at_again_until_they
     taken = [stepped(scheduler.take_now()).target.account for _ in names]
     assert taken == names  # in the order they came to wait
     assert looked == 200  # one look per take
+
+
+async def test_what_waits_for_its_turn_is_still_remaining_when_the_run_ends() -> None:
+    """A run stopped (a signal, the deadline) while accounts wait in the heap: their queued
+    steps are handed back as remaining, so the report still names them."""
+    clock = Clock()
+    rates = Rates(1.0, clock=clock)
+    scheduler = Scheduler(steps("a", 3) + steps("b", 3), rates, window=100)
+    for _ in range(2):  # one step of each account sent: the next slots are a second away
+        step = stepped(scheduler.take_now())
+        rates.of(step.target.account).reserve(clock.now)
+        scheduler.done(step)
+    assert scheduler.take_now() == pytest.approx(1.0)  # both wait in the heap now
+    left = list(scheduler.remaining())
+    assert sorted((s.target.account, s.target.key_name) for s in left) == [
+        ("a", "K1"), ("a", "K2"), ("b", "K1"), ("b", "K2"),
+    ]  # fmt: skip
+    assert scheduler.take_now() is None
