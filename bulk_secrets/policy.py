@@ -34,7 +34,7 @@ from .errors import (
 from .events import QUIET, Observer, Request
 from .models import Action, Status
 from .options import OnExisting
-from .ratelimit import Rates
+from .ratelimit import AccountRate, Rates
 
 T = TypeVar("T")
 DEAD_AFTER = 10  # connection failures in a row to one account that stop it
@@ -171,12 +171,19 @@ class Stops:
 
 class Gate:
     """Every request passes here: it waits for its account's turn (``rates``), what comes of
-    it teaches ``stops`` whether the server is there, and ``observer`` is told of it."""
+    it teaches ``stops`` whether the server is there, and ``observer`` is told of it.
+
+    :meth:`send` is the whole passage around one request. Its steps are also methods of their
+    own, none a coroutine: :meth:`turn` takes the account's next slot, :meth:`passed` and
+    :meth:`refused` learn from the answer. The runner makes a step's first attempt with them
+    inline, since a coroutine around a request is one more frame for its every wait.
+    """
 
     def __init__(self, rates: Rates, stops: Stops, observer: Observer = QUIET) -> None:
         self.rates = rates
         self.stops = stops
         self._observer = observer if observer.requests else None
+        self.observed = self._observer is not None  # requests are timed: send them all here
 
     async def send(
         self,
@@ -188,27 +195,39 @@ class Gate:
         account = sent.account
         if self._observer is not None:
             request = functools.partial(self._timed, sent, request)
-        rates = self.rates  # the account's turn, from its rate (no call of its own: the hot path)
-        rate = rates.of(account)
-        now = rates.now()
-        sent_at = rate.reserve(now)
+        rate, sent_at, now = self.turn(account)
         if sent_at > now:
-            sent_at = await rates.wait_turn(rate, sent_at)
+            sent_at = await self.rates.wait_turn(rate, sent_at)
         try:
             answer = await request(*args)
-        except RateLimited as exc:
-            self.stops.answered(account)
-            rates.limited(rate, sent_at, exc)
+        except ApiError as exc:
+            self.refused(account, rate, sent_at, exc)
             raise
-        except (ConnectionFailed, TlsFailed) as exc:
-            self.stops.unanswered(account, exc)
-            raise
-        except ApiError:
-            self.stops.answered(account)
-            raise
-        rate.succeeded(rates.now())
-        self.stops.answered(account)
+        self.passed(account, rate)
         return answer
+
+    def turn(self, account: str) -> tuple[AccountRate, float, float]:
+        """``account``'s rate, the time of the slot taken for its next request, and the time
+        now: a slot later than now is waited for with ``rates.wait_turn``."""
+        rates = self.rates
+        rate = rates.of(account)
+        now = rates.now()
+        return rate, rate.reserve(now), now
+
+    def passed(self, account: str, rate: AccountRate) -> None:
+        """The request to ``account`` succeeded."""
+        rate.succeeded(self.rates.now())
+        self.stops.answered(account)
+
+    def refused(self, account: str, rate: AccountRate, sent_at: float, exc: ApiError) -> None:
+        """The request to ``account`` sent at ``sent_at`` failed with ``exc``. Raises
+        :class:`~bulk_secrets.errors.WaitTooLong` for a Retry-After past the run's limit."""
+        if isinstance(exc, (ConnectionFailed, TlsFailed)):
+            self.stops.unanswered(account, exc)
+            return
+        self.stops.answered(account)
+        if isinstance(exc, RateLimited):
+            self.rates.limited(rate, sent_at, exc)
 
     async def _timed(self, sent: Sent, request: Callable[..., Awaitable[T]], *args: Any) -> T:
         assert self._observer is not None
