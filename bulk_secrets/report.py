@@ -60,9 +60,13 @@ FAILURES_KEPT = 1_000  # failures the summary keeps (--output json), whatever th
 _BATCH = 256
 
 
-@dataclass
+@dataclass(repr=False)
 class Summary:
-    """Counts of a run, kept as results arrive: its size does not grow with the manifest."""
+    """Counts of a run, kept as results arrive: its size does not grow with the manifest.
+
+    Its ``repr`` is the one-line summary, not every field: the counts by account would make
+    it as long as the run is wide, and asyncio formats a run's result whenever it describes
+    the task (``asyncio.run`` does, restoring its SIGINT handler)."""
 
     by_status: Counter[str] = field(default_factory=Counter)
     by_action: Counter[str] = field(default_factory=Counter)
@@ -125,6 +129,9 @@ class Summary:
             "stopped": self.stopped,
             "shard": self.shard,
         }
+
+    def __repr__(self) -> str:
+        return f"<Summary {self.line()}>"
 
     def line(self) -> str:
         """The one-line summary for stderr."""

@@ -501,3 +501,24 @@ async def test_a_disk_that_fills_mid_run_is_kept_by_the_flush_not_a_traceback(
         loop.set_exception_handler(None)
     assert unhandled == []
     assert 1 <= read_done(report).total < 31  # what reached the disk reads back
+
+
+def test_a_summary_of_many_accounts_has_a_repr_of_one_line() -> None:
+    # asyncio formats a run's result whenever it describes the task: that must not cost a
+    # string as long as the run is wide.
+    summary = Summary(started=0.0, finished=1.0)
+    for number in range(10_000):
+        summary.add(
+            Result(
+                account=f"acct-{number:05d}",
+                key_name="KEY",
+                secret_id="key",
+                location="m.csv:2",
+                action=Action.CREATE,
+                status=Status.SUCCEEDED,
+            )
+        )
+    shown = repr(summary)
+    assert shown == f"<Summary {summary.line()}>"
+    assert "10000 secrets: 10000 succeeded" in shown
+    assert "acct-" not in shown and len(shown) < 200
