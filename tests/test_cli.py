@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import sys
@@ -210,6 +211,18 @@ async def test_a_value_file_gone_mid_run_exits_1_with_a_complete_report(tmp_path
     assert "value.txt" in by_key["FROM_FILE"]["error"]
     assert {by_key[key_for(i)]["status"] for i in range(35, 40)} == {"not_attempted"}
     assert CANARY not in err + report.read_text()
+
+
+async def test_main_gives_the_collector_back_running_and_unfrozen(tmp_path: Path) -> None:
+    # main pauses the garbage collector while the manifests load and freezes what they hold;
+    # a caller that goes on in the same process gets it back as it was, after an error too.
+    broken = tmp_path / "broken.csv"
+    broken.write_text("keyName,value\n9_NOT_A_NAME,x\n")
+    for manifest, exit_code in (("manifests/example.csv", 0), (str(broken), 2)):
+        code, _, err = await run_main("validate", manifest, "--account", "team-a")
+        assert code == exit_code, err
+        assert gc.isenabled()
+        assert gc.get_freeze_count() == 0
 
 
 async def test_validate_lists_targets_without_values_and_sends_nothing(tmp_path: Path) -> None:
