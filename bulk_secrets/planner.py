@@ -107,12 +107,12 @@ class Plan:
                     target=target, action=Action.SKIP, outcome=Status.SKIPPED, reason=reason
                 )
         if key_name is None:
-            return Step(target=target, action=Action.CREATE, fingerprint=fingerprint)
+            return Step(target, Action.CREATE, fingerprint)
         settled = self.policy.when_exists()
         if settled is not None:
             action, outcome, reason = settled
             return Step(target=target, action=action, outcome=outcome, reason=reason)
-        return Step(target=target, action=Action.UPDATE, fingerprint=fingerprint)
+        return Step(target, Action.UPDATE, fingerprint)
 
     @property
     def to_delete(self) -> list[Step]:

@@ -274,15 +274,15 @@ def _settled(step: Step, status: Status, reason: str | None) -> Result:
 
 def _succeeded(step: Step, progress: _Progress, http_status: int | None) -> Result:
     target = step.target
-    return Result(  # the hot path: built directly, not through Result.of
-        account=target.account,
-        key_name=target.key_name,
-        secret_id=target.secret_id,
-        location=target.location,
-        action=progress.action,
-        status=Status.SUCCEEDED,
-        http_status=http_status,
-        attempts=progress.attempts,
+    return Result(  # the hot path: its fields by position, not through Result.of
+        target.account,
+        target.key_name,
+        target.secret_id,
+        target.location,
+        progress.action,
+        Status.SUCCEEDED,
+        http_status,
+        progress.attempts,
     )
 
 
