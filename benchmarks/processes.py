@@ -109,6 +109,7 @@ class Setup:
     latency: float = 0.0  # seconds added to each request
     rate_limit: int = 0  # requests/s per account, with a burst of as many; 429 + Retry-After
     share_429: float = 0.0  # a random share of API requests answered 429, Retry-After: 1
+    retry_after: bool = True  # False: every 429 comes without a Retry-After
     tls: Certificate | None = None  # https with this certificate
 
     def knobs(self) -> list[str]:
@@ -118,14 +119,18 @@ class Setup:
             knobs += ["--rate-limit", str(self.rate_limit), "--burst", str(self.rate_limit)]
         if self.share_429:
             knobs += ["--rate-limit-share", f"{self.share_429:g}", "--seed", "1"]
+        if not self.retry_after:
+            knobs.append("--no-retry-after")
         return knobs
 
     def describe(self) -> str:
         described = f"latency {self.latency * 1000:g} ms"
+        told = "Retry-After" if self.retry_after else "no Retry-After"
         if self.rate_limit:
-            described += f", rate limit {self.rate_limit}/s, burst {self.rate_limit}, Retry-After"
+            described += f", rate limit {self.rate_limit}/s, burst {self.rate_limit}, {told}"
         if self.share_429:
-            described += f", {self.share_429:.0%} random 429s (Retry-After: 1)"
+            told = "Retry-After: 1" if self.retry_after else told
+            described += f", {self.share_429:.0%} random 429s ({told})"
         if self.tls:
             described += ", TLS"
         return described

@@ -33,6 +33,8 @@ def client_label(m: Measurement) -> str:
             label += " (default rate)"
         elif m.max_rps:
             label += f" --max-rps {m.max_rps:g}"
+    if "no Retry-After" in m.server:
+        label += " (429s without Retry-After)"
     if m.sampled:
         label += " (sampled)"
     return label
@@ -176,11 +178,13 @@ def print_details(scenarios: dict[str, Scenario]) -> None:
                   f"{fmt_ratio(record['throughput_vs_bare'])}")  # fmt: skip
     if control := scenarios.get("rate-control"):
         print()
-        print("random 429s (Retry-After 1 s), apply at its default rate:")
+        print("random 429s, apply at its default rate:")
         for run in control.extra.get("runs", []):
+            told = "Retry-After 1 s" if run["retry_after"] else "no Retry-After"
             print(
-                f"  {run['share_429_asked']:>4.0%} asked: goodput {run['goodput']:6.1f}/s, "
-                f"{fmt_ratio(run['goodput_vs_no_429'])} of no 429s, 429s {run['share_429']:.1%}"
+                f"  {run['share_429_asked']:>4.0%} asked ({told}): goodput "
+                f"{run['goodput']:6.1f}/s, {fmt_ratio(run['goodput_vs_no_429'])} of no 429s, "
+                f"429s {run['share_429']:.1%}"
             )
     if many := scenarios.get("many-accounts"):
         print()

@@ -31,10 +31,14 @@ SWEEP = (16, 64, 256, 1024)
 QUICK_SWEEP = (16, 64)  # 64 is the 50 ms scenario's own run: one more point is measured
 RATE_LIMIT = 200  # requests/s the rate-limited emulator allows, with a burst of as many
 RATE_LIMITED_SECRETS = 6000
-RATE_LIMITED_MAX_RPS = (0.0, 250.0)  # unknown limit (must adapt), and an overestimate
+# --max-rps, and whether the 429s say Retry-After: an unknown limit (must adapt), an
+# overestimate, and the unknown limit again with 429s that do not say when to come back (the
+# Fireworks documents do not say whether its 429s carry one).
+RATE_LIMITED_RUNS = ((0.0, True), (250.0, True), (0.0, False))
 # The random-429 scenario (issue 13): a share of requests answered 429 with Retry-After: 1,
-# whatever the rate; apply at its default --max-rps, as users run it.
-RATE_CONTROL_SHARES = (0.0, 0.01, 0.03)
+# whatever the rate; apply at its default --max-rps, as users run it. Then the same shares
+# without a Retry-After.
+RATE_CONTROL_RUNS = ((0.0, True), (0.01, True), (0.03, True), (0.01, False), (0.03, False))
 RATE_CONTROL_SECRETS = 2000
 QUICK_RATE_CONTROL_SECRETS = 150  # at 3% 429s, about 25 s
 RATE_CONTROL_LATENCY = 0.020
@@ -147,22 +151,24 @@ def scenario_sweep(settings: Settings, runs: SweepRuns, at_50ms: Scenario) -> Sc
 
 
 def scenario_rate_limited(settings: Settings, manifests: Manifests, servers: Servers) -> Scenario:
-    """Apply against an emulator that allows 200 requests/s (burst 200) and says Retry-After."""
+    """Apply against an emulator that allows 200 requests/s (burst 200), with and without
+    Retry-After."""
     scenario = Scenario(
         "rate-limited",
-        f"emulator rate limit {RATE_LIMIT}/s, burst {RATE_LIMIT}, with Retry-After; apply at "
-        f"concurrency {CONCURRENCY} with --max-rps 0 (unknown limit) and --max-rps 250",
+        f"emulator rate limit {RATE_LIMIT}/s, burst {RATE_LIMIT}; apply at concurrency "
+        f"{CONCURRENCY} with --max-rps 0 (unknown limit) and --max-rps 250, 429s with "
+        "Retry-After; then --max-rps 0, 429s without",
     )
     n = settings.rate_limited_secrets
     runs = []
-    for max_rps in RATE_LIMITED_MAX_RPS:
+    for max_rps, retry_after in RATE_LIMITED_RUNS:
         m = run_apply(
             servers,
             scenario.name,
             manifests,
             n,
             CONCURRENCY,
-            Setup(rate_limit=RATE_LIMIT),
+            Setup(rate_limit=RATE_LIMIT, retry_after=retry_after),
             Client(malloc_tuned=False),
             max_rps=max_rps,
         )
@@ -171,6 +177,7 @@ def scenario_rate_limited(settings: Settings, manifests: Manifests, servers: Ser
         runs.append(
             {
                 "max_rps": max_rps,
+                "retry_after": retry_after,
                 "goodput": m.rate,
                 "goodput_of_limit": m.rate / RATE_LIMIT,
                 "share_429": m.share_429,
@@ -185,23 +192,24 @@ def scenario_rate_limited(settings: Settings, manifests: Manifests, servers: Ser
 def scenario_rate_control(settings: Settings, manifests: Manifests, servers: Servers) -> Scenario:
     """Apply at its default rate against random 429s: goodput against the run without them."""
     n = settings.rate_control_secrets
+    shares = sorted({share for share, _ in RATE_CONTROL_RUNS if share})
     scenario = Scenario(
         "rate-control",
         f"emulator latency {RATE_CONTROL_LATENCY * 1000:g} ms, a random share of requests "
-        f"({', '.join(f'{s:.0%}' for s in RATE_CONTROL_SHARES)}) answered 429 with "
-        f"Retry-After: 1; apply of {n:,} secrets at concurrency {RATE_CONTROL_CONCURRENCY}, "
+        f"({', '.join(f'{s:.0%}' for s in shares)}) answered 429 with Retry-After: 1, then "
+        f"without; apply of {n:,} secrets at concurrency {RATE_CONTROL_CONCURRENCY}, "
         "default --max-rps",
     )
     baseline: Measurement | None = None
     runs = []
-    for share in RATE_CONTROL_SHARES:
+    for share, retry_after in RATE_CONTROL_RUNS:
         m = run_apply(
             servers,
             scenario.name,
             manifests,
             n,
             RATE_CONTROL_CONCURRENCY,
-            Setup(latency=RATE_CONTROL_LATENCY, share_429=share),
+            Setup(latency=RATE_CONTROL_LATENCY, share_429=share, retry_after=retry_after),
             Client(malloc_tuned=False),
             max_rps=None,
         )
@@ -212,6 +220,7 @@ def scenario_rate_control(settings: Settings, manifests: Manifests, servers: Ser
         runs.append(
             {
                 "share_429_asked": share,
+                "retry_after": retry_after,
                 "goodput": m.rate,
                 "goodput_vs_no_429": ratio(m, baseline),
                 "share_429": m.share_429,

@@ -17,15 +17,23 @@ from scale import MEMORY_ROWS
 from scenarios import (
     RATE_CONTROL_CONCURRENCY,
     RATE_CONTROL_LATENCY,
+    RATE_CONTROL_RUNS,
     RATE_CONTROL_SECRETS,
-    RATE_CONTROL_SHARES,
     RATE_LIMIT,
+    RATE_LIMITED_RUNS,
     SWEEP,
 )
 from tls import TLS_CONCURRENCY, TLS_LATENCIES
 
-# Rate control (issue 13): goodput with random 429s over goodput without, by share of 429s.
-TARGET_GOODPUT_WITH_429 = {0.01: 0.40, 0.03: 0.20}
+# Rate control (issue 13): goodput with random 429s over goodput without, by share of 429s
+# and whether they say Retry-After (the issue's goals are for those that do; those that do not
+# are held to the same).
+TARGET_GOODPUT_WITH_429 = {
+    (0.01, True): 0.40,
+    (0.03, True): 0.20,
+    (0.01, False): 0.40,
+    (0.03, False): 0.20,
+}
 TARGET_GOODPUT_SHARE = 0.95  # of the token bucket's rate
 TARGET_429_SHARE = 0.05
 TARGET_CPU_VS_BARE = 1.10  # apply's CPU per secret over bare's, at most
@@ -91,16 +99,20 @@ def check_ratio(group: str, name: str, m: Measurement | None, target: float, aga
 
 
 def rate_checks(control: Scenario | None, limited: Scenario | None) -> list[Check]:
+    """Issue 13's goals for rate control; the runs whose 429s carry no Retry-After are held
+    to the same goals (ours: the issue asks only for the runs with one)."""
     checks = []
-    by_share = dict(zip(RATE_CONTROL_SHARES, control.measurements, strict=False)) if control else {}
-    baseline = by_share.get(0.0)
-    for share, target in TARGET_GOODPUT_WITH_429.items():
+    runs = control.measurements if control else []
+    by_run = dict(zip(RATE_CONTROL_RUNS, runs, strict=False))
+    baseline = by_run.get((0.0, True))
+    for (share, retry_after), target in TARGET_GOODPUT_WITH_429.items():
+        told = "Retry-After 1 s" if retry_after else "no Retry-After"
         name = (
-            f"goodput with {share:.0%} random 429s (Retry-After 1 s) >= {target:.2f}x without "
+            f"goodput with {share:.0%} random 429s ({told}) >= {target:.2f}x without "
             f"({RATE_CONTROL_SECRETS:,} secrets, {RATE_CONTROL_LATENCY * 1000:g} ms, "
             f"c={RATE_CONTROL_CONCURRENCY}, default --max-rps)"
         )
-        m = by_share.get(share)
+        m = by_run.get((share, retry_after))
         if bad := failed(RATE, name, m) or failed(RATE, name, baseline):
             checks.append(bad)
             continue
@@ -114,9 +126,11 @@ def rate_checks(control: Scenario | None, limited: Scenario | None) -> list[Chec
             f"{m.requests:,} requests, {m.succeeded:,}/{m.secrets:,} succeeded"
         )
         checks.append(Check(RATE, name, observed, value >= target and m.all_succeeded))
-    for m in limited.measurements if limited else []:
+    limited_runs = limited.measurements if limited else []
+    for (_, retry_after), m in zip(RATE_LIMITED_RUNS, limited_runs, strict=False):
+        told = "Retry-After" if retry_after else "no Retry-After"
         name = (
-            f"token bucket {RATE_LIMIT}/s, --max-rps {m.max_rps:g}: goodput >= "
+            f"token bucket {RATE_LIMIT}/s ({told}), --max-rps {m.max_rps:g}: goodput >= "
             f"{TARGET_GOODPUT_SHARE:.0%} of the limit, <= {TARGET_429_SHARE:.0%} 429s, "
             "all succeeded"
         )
