@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
+from yarl import URL
 
 from bulk_secrets import errors
 from bulk_secrets.client import (
@@ -24,6 +25,7 @@ from bulk_secrets.emulator import EmulatorConfig, running_emulator
 from bulk_secrets.models import Credentials, SecretSpec, SecretValue
 
 from .helpers import API_KEY, CANARY, credentials, specs
+from .hostile import hostile_server
 
 pytestmark = pytest.mark.anyio
 
@@ -213,6 +215,35 @@ async def test_requests_carry_the_key_of_their_account_and_the_body_sent() -> No
     ]
     assert seen[2][3] == created.replace("plain", "own").encode()
     assert all(content_type == json_type for _, _, content_type, _ in seen)
+
+
+async def test_a_base_url_with_a_path_prefixes_every_request_and_a_page_token_goes_whole() -> None:
+    # The URLs are made from the parsed base URL: its path stays in front, and a page token
+    # of any characters reaches the server as it was given.
+    token = "a/b+c=d&e f?%"
+    async with hostile_server(lambda request: _answer_empty()) as server:
+        base = f"{server.base_url}/pre/fix/"
+        async with SecretsClient(base, credentials(), connections=2, timeout=5) as client:
+            spec = specs(1, "acct-1")[0]
+            await client.create(spec)
+            await client.update(spec)
+            await client.delete("acct-1", spec.secret_id)
+            await client.list_page("acct-1")
+            await client.list_page("acct-1", token)
+    secrets = "/pre/fix/v1/accounts/acct-1/secrets"
+    one = f"{secrets}/{spec.secret_id}"
+    assert [(method, path) for method, path, _ in server.seen[:3]] == [
+        ("POST", secrets),
+        ("PATCH", one),
+        ("DELETE", one),
+    ]
+    first, second = (URL(path) for _, path, _ in server.seen[3:])
+    assert (first.path, dict(first.query)) == (secrets, {"pageSize": "200"})
+    assert (second.path, dict(second.query)) == (secrets, {"pageSize": "200", "pageToken": token})
+
+
+async def _answer_empty() -> web.Response:
+    return web.json_response({})
 
 
 async def test_an_account_without_a_key_is_unauthenticated_before_sending() -> None:
