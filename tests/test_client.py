@@ -36,21 +36,11 @@ async def answering(
 ) -> AsyncIterator[str]:
     """A loopback server that gives every request the same answer."""
 
-    async def handler(request: web.Request) -> web.Response:
-        await request.read()
+    async def handler(request: web.BaseRequest) -> web.Response:
         return web.Response(status=status, text=body, headers=headers)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with hostile_server(handler) as server:
+        yield server.base_url
 
 
 async def _create(base_url: str) -> int:
@@ -168,35 +158,28 @@ async def test_requests_carry_the_key_of_their_account_and_the_body_sent() -> No
     """The default key is the session's; an account with a key of its own sends that one."""
     seen: list[tuple[str, str | None, str | None, bytes]] = []
 
-    async def handler(request: web.Request) -> web.Response:
+    async def handler(request: web.BaseRequest) -> web.Response:
         auth = request.headers.get("Authorization")
         seen.append((request.path, auth, request.headers.get("Content-Type"), await request.read()))
         return web.json_response({})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     keys = Credentials(SecretValue("default-key"), {"own": SecretValue("own-key")})
     value = 'v "quoted" \U0001f511'
-    try:
-        async with SecretsClient(url, keys, connections=2, timeout=5) as client:
-            for account in ("plain", "own", "plain"):
-                spec = SecretSpec(
-                    account=account,
-                    key_name="K",
-                    secret_id="k",
-                    location="m:1",
-                    value=SecretValue(value),
-                )
-                await client.create(spec)
-                await client.update(spec)
-            await client.delete("own", "k")
-    finally:
-        await runner.cleanup()
+    async with (
+        hostile_server(handler) as server,
+        SecretsClient(server.base_url, keys, connections=2, timeout=5) as client,
+    ):
+        for account in ("plain", "own", "plain"):
+            spec = SecretSpec(
+                account=account,
+                key_name="K",
+                secret_id="k",
+                location="m:1",
+                value=SecretValue(value),
+            )
+            await client.create(spec)
+            await client.update(spec)
+        await client.delete("own", "k")
     created = json.dumps({"name": "accounts/plain/secrets/k", "keyName": "K", "value": value})
     updated = json.dumps({"keyName": "K", "value": value}).encode()
     json_type = "application/json"
@@ -221,7 +204,11 @@ async def test_a_base_url_with_a_path_prefixes_every_request_and_a_page_token_go
     # The URLs are made from the parsed base URL: its path stays in front, and a page token
     # of any characters reaches the server as it was given.
     token = "a/b+c=d&e f?%"
-    async with hostile_server(lambda request: _answer_empty()) as server:
+
+    async def empty(request: web.BaseRequest) -> web.Response:
+        return web.json_response({})
+
+    async with hostile_server(empty) as server:
         base = f"{server.base_url}/pre/fix/"
         async with SecretsClient(base, credentials(), connections=2, timeout=5) as client:
             spec = specs(1, "acct-1")[0]
@@ -240,10 +227,6 @@ async def test_a_base_url_with_a_path_prefixes_every_request_and_a_page_token_go
     first, second = (URL(path) for _, path, _ in server.seen[3:])
     assert (first.path, dict(first.query)) == (secrets, {"pageSize": "200"})
     assert (second.path, dict(second.query)) == (secrets, {"pageSize": "200", "pageToken": token})
-
-
-async def _answer_empty() -> web.Response:
-    return web.json_response({})
 
 
 async def test_an_account_without_a_key_is_unauthenticated_before_sending() -> None:
