@@ -167,3 +167,28 @@ def test_an_account_named_twice_is_one_target(tmp_path: Path) -> None:
     manifest = load_manifest(path, accounts=["acct-b", "acct-b"])
     assert _rows(manifest.targets()) == [("acct-b", "A", "3")]
     assert _rows(manifest.excluded()) == [("acct-a", "B", "4")]
+
+
+def test_each_spec_is_its_target_with_the_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The specs (built by position, the inline ones without ``source``) name what the
+    targets name, field for field, inline values and the others alike."""
+    monkeypatch.setenv("SOME_VAR", "from the environment")
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "accounts: [a, b]\nsecrets:\n"
+        "  - {keyName: INLINE, value: written}\n"
+        "  - {keyName: FROM_ENV, fromEnv: SOME_VAR}\n"
+    )
+    manifest = load_manifest(path)
+    specs = list(manifest.specs())
+    assert [
+        Target(s.account, s.key_name, s.secret_id, s.location, source=s.source) for s in specs
+    ] == list(manifest.targets())
+    assert [(s.source, s.value.reveal()) for s in specs] == [
+        ("value", "written"),
+        ("value", "written"),
+        ("env:SOME_VAR", "from the environment"),
+        ("env:SOME_VAR", "from the environment"),
+    ]

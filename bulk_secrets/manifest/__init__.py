@@ -172,20 +172,15 @@ class Manifest:
                 continue  # never met: a manifest with such an entry is rejected
             if not accounts:
                 continue  # none of its accounts is targeted: no value is needed
-            if type(source) is Inline:
-                value, described = source.value, "value"
-            else:
-                value, described = self._value(source, index), _describe(source)
             location = f"{name}:{line}"
+            if type(source) is Inline:  # by position: the usual case, once per secret
+                value = source.value
+                for account in accounts:
+                    yield SecretSpec(account, key_name, secret_id, location, value)
+                continue
+            value, described = self._value(source, index), _describe(source)
             for account in accounts:
-                yield SecretSpec(
-                    account=account,
-                    key_name=key_name,
-                    secret_id=secret_id,
-                    value=value,
-                    location=location,
-                    source=described,
-                )
+                yield SecretSpec(account, key_name, secret_id, location, value, source=described)
 
     def targets(self) -> Iterator[Target]:
         """What :meth:`specs` would give, without reading a single value."""
