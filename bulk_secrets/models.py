@@ -106,6 +106,11 @@ class Step:
     outcome: Status | None = None
     reason: str | None = None
 
+    @classmethod
+    def settled(cls, target: Target, action: Action, outcome: Status, reason: str | None) -> Step:
+        """A step the plan settled: reported with ``outcome`` and ``reason``, never sent."""
+        return cls(target, action, None, outcome, reason)
+
     @property
     def spec(self) -> SecretSpec | None:
         """The secret to write, with its value; None for a step that names only a target."""
@@ -128,13 +133,27 @@ class Result:
     error: str | None = None
 
     @classmethod
-    def of(cls, target: Target, **fields: Any) -> Result:
+    def of(
+        cls,
+        target: Target,
+        *,
+        action: Action,
+        status: Status,
+        http_status: int | None = None,
+        attempts: int = 0,
+        error: str | None = None,
+    ) -> Result:
+        """The result for ``target`` (built by position: see above)."""
         return cls(
-            account=target.account,
-            key_name=target.key_name,
-            secret_id=target.secret_id,
-            location=target.location,
-            **fields,
+            target.account,
+            target.key_name,
+            target.secret_id,
+            target.location,
+            action,
+            status,
+            http_status,
+            attempts,
+            error,
         )
 
     def to_record(self) -> dict[str, Any]:

@@ -86,15 +86,10 @@ class Plan:
             or (listing.problem if listing else "the account was not listed")
         )
         if unreachable or listing is None:
-            return Step(
-                target=target,
-                action=Action.CREATE,
-                outcome=Status.NOT_ATTEMPTED,
-                reason=unreachable,
-            )
+            return Step.settled(target, Action.CREATE, Status.NOT_ATTEMPTED, unreachable)
         if self.done is not None and (target.account, target.secret_id) in self.done:
             reason = self.policy.reason(Why.DONE_EARLIER)
-            return Step(target=target, action=Action.SKIP, outcome=Status.SKIPPED, reason=reason)
+            return Step.settled(target, Action.SKIP, Status.SKIPPED, reason)
         key_name = listing.secrets.get(target.secret_id)
         fingerprint = None
         if self.state is not None:
@@ -103,15 +98,13 @@ class Plan:
             fingerprint = self.state.fingerprint(target)
             if key_name == target.key_name and self.state.unchanged(target, fingerprint):
                 reason = self.policy.reason(Why.UNCHANGED)
-                return Step(
-                    target=target, action=Action.SKIP, outcome=Status.SKIPPED, reason=reason
-                )
+                return Step.settled(target, Action.SKIP, Status.SKIPPED, reason)
         if key_name is None:
             return Step(target, Action.CREATE, fingerprint)
         settled = self.policy.when_exists()
         if settled is not None:
             action, outcome, reason = settled
-            return Step(target=target, action=action, outcome=outcome, reason=reason)
+            return Step.settled(target, action, outcome, reason)
         return Step(target, Action.UPDATE, fingerprint)
 
     @property
