@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import bulk_secrets
+from bulk_secrets.manifest.document import Inline, RawEntry
 from bulk_secrets.models import Action, Result, SecretSpec, SecretValue, Status, Step, Target
 from bulk_secrets.report import json_line
 
@@ -22,6 +23,11 @@ def test_secret_value_masks_itself_everywhere() -> None:
     for shown in (repr(value), str(value), f"{value}", f"{value!r}", repr(spec), str(spec)):
         assert CANARY not in shown
     assert value.reveal() == CANARY
+    inline = Inline(CANARY)  # a manifest's inline value is its source: masked the same
+    entry = RawEntry(1, "K", inline)
+    for shown in (repr(inline), str(inline), f"{inline}", repr(entry), str(entry)):
+        assert CANARY not in shown
+    assert inline == value and hash(inline) == hash(value) and inline.describe() == "value"
 
 
 def test_records_compare_and_hash_by_value() -> None:

@@ -174,9 +174,8 @@ class Manifest:
                 continue  # none of its accounts is targeted: no value is needed
             location = f"{name}:{line}"
             if type(source) is Inline:  # by position: the usual case, once per secret
-                value = source.value
                 for account in accounts:
-                    yield SecretSpec(account, key_name, secret_id, location, value)
+                    yield SecretSpec(account, key_name, secret_id, location, source)
                 continue
             value, described = self._value(source, index), _describe(source)
             for account in accounts:
@@ -303,7 +302,7 @@ class Manifest:
                     else:
                         kept = None  # too many to keep: the second pass reads the file again
                 source, accounts = raw.source, entry[4]
-                if type(source) is not Inline or not 0 < len(source.value) <= limit:
+                if type(source) is not Inline or not 0 < len(source) <= limit:
                     self._check_source(raw, accounts, entries, out)
                 entries += 1
                 secret_id = entry[2]
@@ -356,7 +355,7 @@ class Manifest:
                 command = commands.Command(source, self._folder)
                 self._pending.append(_PendingCommand(index, line, raw.key_name, command))
         elif isinstance(source, Inline):
-            text = source.value.reveal()
+            text = source.reveal()
             if not text:
                 out.warn(line, f"{raw.key_name} has an empty value")
             elif len(text) * 4 > limit and (size := _utf8_size(text)) > limit:
@@ -399,7 +398,7 @@ class Manifest:
 
     def _value(self, source: Source, index: int) -> SecretValue:
         if isinstance(source, Inline):
-            return source.value
+            return source
         if isinstance(source, FromCommand):
             value = self._command_values.get(index)
             if value is None:  # the entries are not those checked

@@ -19,7 +19,6 @@ import itertools
 from collections.abc import Iterator
 from typing import Protocol, TextIO
 
-from ..models import SecretValue
 from .document import (
     SOURCE_FIELDS,
     Document,
@@ -168,11 +167,7 @@ def _rows(reader: _Reader, names: list[str], width: int, out: Problems) -> Itera
         if any(row):  # a row with no field filled (",,") is ignored
             text = row[value_at]
             found: Source = (
-                Inline(SecretValue(text))
-                if inline
-                else FromEnv(text)
-                if from_env
-                else FromFile(text)
+                Inline(text) if inline else FromEnv(text) if from_env else FromFile(text)
             )
             account = row[account_at] if account_at is not None else ""
             secret_id = row[id_at] if id_at is not None else ""

@@ -21,7 +21,6 @@ from typing import TextIO
 
 from dotenv.parser import parse_stream
 
-from ..models import SecretValue
 from .document import Document, Header, Inline, Problems, RawEntry
 
 _PEM_BEGIN = "-----BEGIN "
@@ -66,7 +65,7 @@ def _entries(text: str, out: Problems) -> Iterator[RawEntry]:
         elif binding.value is None:
             out.error(line, "the line has no '=' (write NAME= for an empty value)")
         else:
-            yield RawEntry(line, binding.key, Inline(SecretValue(binding.value)))
+            yield RawEntry(line, binding.key, Inline(binding.value))
 
 
 def _never_closed(chunk: str) -> bool:

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..models import SecretValue
 from ..naming import is_account_id, is_variable_name, key_name_problem
 from .document import (
     SOURCE_FIELDS,
@@ -100,11 +99,7 @@ def _entries(secrets: Node, out: Problems) -> Iterator[RawEntry]:
                 entry = None
             else:
                 text = _text(value, "value", out)
-                entry = (
-                    None
-                    if text is None
-                    else RawEntry(key.line, key.text, Inline(SecretValue(text)))
-                )
+                entry = None if text is None else RawEntry(key.line, key.text, Inline(text))
             if entry is not None:
                 yield entry
     else:
@@ -155,7 +150,7 @@ def _source(name: str, node: Node, out: Problems) -> Source | None:
     if text is None:
         return None
     if name == "value":
-        return Inline(SecretValue(text))
+        return Inline(text)
     if not text:
         out.error(node.line, f"{name} is empty")
         return None
