@@ -304,10 +304,9 @@ def update_body(key_name: str, value: str) -> bytes:
 
 
 async def _read(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
-    """The body, or None when it is longer than ``limit`` (an error's is cut at the limit)."""
-    length = resp.content_length
-    if length is not None and length > limit and 200 <= resp.status < 300:
-        return None
+    """The body, or None when it is longer than ``limit`` (an error's is cut at the limit).
+    Whatever its Content-Length says, no more than ``limit + 1`` bytes are read: the header is
+    not looked at (aiohttp parses it again at every look, on every request)."""
     content = resp.content
     chunk = await content.read(limit + 1)
     if len(chunk) <= limit and content.at_eof():  # all of it at once: the usual case
