@@ -43,19 +43,24 @@ class Watchdog:
         self._started: dict[asyncio.Task[object], float] = {}
         self._expired: set[asyncio.Task[object]] = set()
         self._handle: asyncio.TimerHandle | None = None
+        # The loop it runs on, known from ``start``: ``current_task()`` without it asks for the
+        # running loop, which costs a getpid system call on every request.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         """Sweep a tick from now, on the running loop, and every tick after."""
-        self._handle = asyncio.get_running_loop().call_later(self.tick, self._every_tick)
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_later(self.tick, self._every_tick)
 
     def stop(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        self._loop = None
 
     def begin(self) -> asyncio.Task[object]:
         """The current task starts a request: its deadline runs from now."""
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)
         if task is None:
             raise RuntimeError("a request must be sent from a task")
         self._started[task] = time.monotonic()

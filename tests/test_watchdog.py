@@ -82,6 +82,24 @@ async def test_an_answer_in_the_deadlines_turn_comes_too_late_and_leaves_no_stra
     assert task.cancelling() == 0
 
 
+def test_one_watchdog_serves_run_after_run_each_on_its_own_loop() -> None:
+    """It keeps the loop of its ``start`` (to find the current task without asking for the
+    running loop) and forgets it at ``stop``: the next run's loop is not the last one's."""
+    watchdog = Watchdog(5)
+
+    async def one_request(start: bool) -> bool:
+        if start:
+            watchdog.start()
+        task = watchdog.begin()
+        watchdog.end(task)
+        watchdog.stop()
+        return task is asyncio.current_task()
+
+    assert asyncio.run(one_request(start=True))
+    assert asyncio.run(one_request(start=False))
+    assert asyncio.run(one_request(start=True))
+
+
 def test_the_tick_is_an_eighth_of_the_limit_within_bounds() -> None:
     assert Watchdog(0.0).tick == MIN_TICK
     assert Watchdog(0.4).tick == pytest.approx(0.05)
