@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # rich loads only when a display is shown
     from rich.spinner import Spinner
 
 REFRESHES_PER_SECOND = 4
+_FAILED, _NOT_ATTEMPTED = Status.FAILED, Status.NOT_ATTEMPTED  # once per result: see runner.py
 RATE_WINDOW = 10.0  # seconds: the rate is of the results in the last ones
 
 
@@ -121,9 +122,9 @@ class Progress(Observer):
     def result(self, result: Result) -> None:
         self.done += 1
         status = result.status
-        if status is Status.FAILED:
+        if status is _FAILED:
             self.failed += 1
-        elif status is Status.NOT_ATTEMPTED:
+        elif status is _NOT_ATTEMPTED:
             self.not_attempted += 1
 
     def request(self, request: Request) -> None:
