@@ -522,3 +522,26 @@ def test_a_summary_of_many_accounts_has_a_repr_of_one_line() -> None:
     assert shown == f"<Summary {summary.line()}>"
     assert "10000 secrets: 10000 succeeded" in shown
     assert "acct-" not in shown and len(shown) < 200
+
+
+def test_a_summary_counts_each_result_by_status_by_action_and_by_account() -> None:
+    summary = Summary(started=0.0, finished=1.0)
+    kinds = [
+        ("acct-b", Action.CREATE, Status.SUCCEEDED),
+        ("acct-a", Action.UPDATE, Status.SUCCEEDED),
+        ("acct-b", Action.CREATE, Status.FAILED),
+        ("acct-b", Action.SKIP, Status.SKIPPED),
+        ("acct-a", Action.CREATE, Status.NOT_ATTEMPTED),
+        ("acct-b", Action.CREATE, Status.SUCCEEDED),
+    ]
+    for account, action, status in kinds:
+        summary.add(Result(account, "KEY", "key", "m.csv:2", action, status))
+    assert summary.by_status == {"succeeded": 3, "failed": 1, "skipped": 1, "not_attempted": 1}
+    assert summary.by_action == {"create": 3, "update": 1, "skip": 1}  # not attempted: no action
+    assert list(summary.by_account) == ["acct-b", "acct-a"]  # in order of their first result
+    assert summary.by_account["acct-b"] == {"succeeded": 2, "failed": 1, "skipped": 1}
+    assert summary.by_account["acct-a"] == {"succeeded": 1, "not_attempted": 1}
+    assert (summary.total, summary.count(Status.FAILED), summary.count(Status.SKIPPED)) == (6, 1, 1)
+    assert summary.by_account["acct-a"]["failed"] == 0  # a Counter: a status not met counts 0
+    assert [f.account for f in summary.first_failures] == ["acct-b"]
+    assert not summary.all_succeeded
