@@ -187,14 +187,15 @@ _text = json.encoder.encode_basestring_ascii  # the C encoder json.dumps uses
 
 
 def json_line(result: Result) -> str:
-    """``json.dumps(result.to_record())``, built directly: this runs once per secret."""
-    http_status = "null" if result.http_status is None else str(result.http_status)
-    error = "null" if result.error is None else _text(result.error)
+    """``json.dumps(result.to_record())``, built directly: this runs once per secret. (The
+    status code goes into the f-string as a number: a ``str()`` of it costs a call.)"""
+    http_status, error = result.http_status, result.error
     return (
         f'{{"account": {_text(result.account)}, "keyName": {_text(result.key_name)}, '
         f'"secretId": {_text(result.secret_id)}, "location": {_text(result.location)}, '
         f'"action": "{result.action._value_}", "status": "{result.status._value_}", '
-        f'"httpStatus": {http_status}, "attempts": {result.attempts}, "error": {error}}}'
+        f'"httpStatus": {"null" if http_status is None else http_status}, '
+        f'"attempts": {result.attempts}, "error": {"null" if error is None else _text(error)}}}'
     )
 
 
