@@ -70,7 +70,7 @@ class Summary:
 
     A result is counted once, by account, status and action, in a plain dict: the counts by
     status, by action and by account are worked out from it when asked (at the end of a run).
-    A Counter's increment costs three times a dict's, and each result made three."""
+    A Counter's increment costs about three times a dict's, and each result made three."""
 
     requests: int = 0  # HTTP requests sent, listing included
     retries: int = 0  # of those, the ones that repeated a failed request
