@@ -123,7 +123,7 @@ class Summary:
 
     @property
     def total(self) -> int:
-        return sum(self.by_status.values())
+        return self.by_status.total()
 
     def count(self, status: Status) -> int:
         return self.by_status[status.value]
@@ -131,12 +131,10 @@ class Summary:
     @property
     def all_succeeded(self) -> bool:
         """True when nothing failed and nothing was left undone."""
-        return not (
-            self.aborted
-            or self.stopped
-            or self.count(Status.FAILED)
-            or self.count(Status.NOT_ATTEMPTED)
-        )
+        if self.aborted or self.stopped:
+            return False
+        by_status = self.by_status
+        return not (by_status[Status.FAILED.value] or by_status[Status.NOT_ATTEMPTED.value])
 
     @property
     def duration(self) -> float:
@@ -144,9 +142,10 @@ class Summary:
         return end - self.started
 
     def to_record(self) -> dict[str, Any]:
+        by_status = self.by_status  # worked out once: see the class
         return {
-            "total": self.total,
-            **{status.value: self.count(status) for status in Status},
+            "total": by_status.total(),
+            **{status.value: by_status[status.value] for status in Status},
             "byAction": dict(sorted(self.by_action.items())),
             "requests": self.requests,
             "retries": self.retries,
@@ -161,11 +160,13 @@ class Summary:
 
     def line(self) -> str:
         """The one-line summary for stderr."""
+        by_status = self.by_status  # worked out once: see the class
         parts = ", ".join(
-            f"{self.count(status)} {status.value.replace('_', ' ')}" for status in Status
+            f"{by_status[status.value]} {status.value.replace('_', ' ')}" for status in Status
         )
+        secrets = counted(by_status.total(), "secret")
         text = (
-            f"{counted(self.total, 'secret')}: {parts} ({counted(self.requests, 'request')}, "
+            f"{secrets}: {parts} ({counted(self.requests, 'request')}, "
             f"{counted(self.retries, 'retry', 'retries')}, {self.duration:.2f}s)"
         )
         if self.aborted:
