@@ -121,9 +121,7 @@ class Plan:
         self.deletions = [
             Step(target=target, action=Action.DELETE)
             if target.source == LISTED
-            else Step(
-                target=target, action=Action.DELETE, outcome=Status.SKIPPED, reason=NOT_DELETED
-            )
+            else Step.settled(target, Action.DELETE, Status.SKIPPED, NOT_DELETED)
             for target in unnamed
             if not self._kept(target.secret_id, target.key_name)
         ]

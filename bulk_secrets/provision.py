@@ -623,26 +623,19 @@ class _Run:
     def excluded_steps(self) -> Iterator[Step]:
         """The source's secrets for accounts this run does not target, settled skipped."""
         for target in self.source.excluded():
-            yield Step(
-                target=target, action=Action.SKIP, outcome=Status.SKIPPED, reason=NOT_TARGETED
-            )
+            yield Step.settled(target, Action.SKIP, Status.SKIPPED, NOT_TARGETED)
 
     def _unreached(self, plan: Plan, position: int, reason: str) -> Iterator[Step]:
         targets = itertools.islice(self.source.targets(), position, None)
         outcome = Status.FAILED  # the secret at hand; then the rest
         try:
             for target in targets:
-                yield Step(target=target, action=Action.CREATE, outcome=outcome, reason=reason)
+                yield Step.settled(target, Action.CREATE, outcome, reason)
                 outcome = Status.NOT_ATTEMPTED
         except BulkSecretsError:
             pass  # the source cannot even be named again: what was reported stands
         for step in plan.deletions:
-            yield Step(
-                target=step.target,
-                action=Action.DELETE,
-                outcome=Status.NOT_ATTEMPTED,
-                reason=reason,
-            )
+            yield Step.settled(step.target, Action.DELETE, Status.NOT_ATTEMPTED, reason)
 
     def _add(self, sink: ReportSink, result: Result) -> None:
         self._summary.add(result)

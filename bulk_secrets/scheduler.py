@@ -273,4 +273,4 @@ class _Account:
 def _undecided(spec: SecretSpec) -> Step:
     """A spec the run ended before deciding: a create, never attempted (the reason is the
     runner's to give)."""
-    return Step(target=spec, action=Action.CREATE, outcome=Status.NOT_ATTEMPTED)
+    return Step.settled(spec, Action.CREATE, Status.NOT_ATTEMPTED, None)
