@@ -91,6 +91,12 @@ class Status(enum.StrEnum):
     NOT_ATTEMPTED = "not_attempted"
 
 
+# The members as plain module names, for the code that runs once per secret: in Python 3.11
+# ``Action.CREATE`` looks the member up on the enum's class at every use, about 0.1 us.
+CREATE, UPDATE, DELETE = Action.CREATE, Action.UPDATE, Action.DELETE
+SUCCEEDED, FAILED, NOT_ATTEMPTED = Status.SUCCEEDED, Status.FAILED, Status.NOT_ATTEMPTED
+
+
 @dataclass(slots=True, unsafe_hash=True)
 class Step:
     """One planned action on one secret of one account.

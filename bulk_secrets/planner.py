@@ -22,7 +22,7 @@ import anyio
 
 from . import errors
 from .events import QUIET, Observer
-from .models import Action, ExistingSecret, SecretSpec, Status, Step, Target
+from .models import CREATE, UPDATE, Action, ExistingSecret, SecretSpec, Status, Step, Target
 from .options import ApplyOptions
 from .policy import Gate, Policy, Sent, Stops, Why
 from .ratelimit import Rates
@@ -44,7 +44,6 @@ TOO_MANY = f"the listing went past {MAX_PAGES} pages or {MAX_LISTED} secrets"
 NOT_DELETED = "listed under a name that is not a valid secret id: not deleted"
 LISTED = "listed"  # the source of a target found in a listing
 LISTED_INVALID = "listed, under a name that is not a valid id"
-_CREATE, _UPDATE = Action.CREATE, Action.UPDATE  # the hot path's: see runner.py
 
 
 @dataclass
@@ -101,12 +100,12 @@ class Plan:
                 reason = self.policy.reason(Why.UNCHANGED)
                 return Step.settled(target, Action.SKIP, Status.SKIPPED, reason)
         if key_name is None:
-            return Step(target, _CREATE, fingerprint)
+            return Step(target, CREATE, fingerprint)
         settled = self.policy.when_exists()
         if settled is not None:
             action, outcome, reason = settled
             return Step.settled(target, action, outcome, reason)
-        return Step(target, _UPDATE, fingerprint)
+        return Step(target, UPDATE, fingerprint)
 
     @property
     def to_delete(self) -> list[Step]:

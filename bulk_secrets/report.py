@@ -36,7 +36,7 @@ from typing import IO, Any, Self
 
 from .errors import ReportWriteFailed, UsageError
 from .files import check_writable, create_new
-from .models import Action, Result, Status
+from .models import FAILED, Action, Result, Status
 
 FIELDS = (
     "account",
@@ -90,7 +90,7 @@ class Summary:
         key = (result.account, status._value_, result.action._value_)
         counts = self._counts
         counts[key] = counts.get(key, 0) + 1
-        if status is _FAILED and len(self.first_failures) < FAILURES_KEPT:
+        if status is FAILED and len(self.first_failures) < FAILURES_KEPT:
             self.first_failures.append(result)
 
     @property
@@ -176,7 +176,7 @@ class Summary:
         return text if self.shard is None else f"shard {self.shard}: {text}"
 
 
-_FAILED, _NOT_ATTEMPTED_NAME = Status.FAILED, Status.NOT_ATTEMPTED.value
+_NOT_ATTEMPTED_NAME = Status.NOT_ATTEMPTED.value
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:

@@ -19,7 +19,7 @@ import anyio
 from . import errors
 from .errors import ReportWriteFailed
 from .events import QUIET, Observer
-from .models import Action, Result, SecretSpec, Status, Step
+from .models import CREATE, DELETE, SUCCEEDED, UPDATE, Action, Result, SecretSpec, Status, Step
 from .planner import Lister, Listing, Plan, list_account
 from .policy import Gate, Policy, Sent, Stops, internal_error
 from .ratelimit import Rates
@@ -58,14 +58,6 @@ class _Progress:
 
 
 _METHODS = {Action.CREATE: "POST", Action.UPDATE: "PATCH", Action.DELETE: "DELETE"}
-# The members the hot path compares with, as module names: ``Action.CREATE`` looks the member
-# up on the enum's class every time, about 0.1 us.
-_CREATE, _UPDATE, _DELETE, _SUCCEEDED = (
-    Action.CREATE,
-    Action.UPDATE,
-    Action.DELETE,
-    Status.SUCCEEDED,
-)
 
 
 class Runner:
@@ -157,7 +149,7 @@ class Runner:
             return
         progress = _Progress(step.action, step.target.secret_id)
         try:
-            if step.action is _DELETE:
+            if step.action is DELETE:
                 result = await self._delete(step, progress)
             else:
                 result = await self._write(step, progress)
@@ -202,7 +194,7 @@ class Runner:
         contested: errors.ApiError | None = None
         for _ in range(MAX_TURNS):
             progress.action = turn
-            if turn is _CREATE:
+            if turn is CREATE:
                 try:
                     status = await self._request(spec.account, progress, self._api.create, spec)
                 except errors.AlreadyExists as exc:
@@ -210,13 +202,13 @@ class Runner:
                     if settled is not None:  # as the planner does when it lists the secret
                         progress.action, outcome, reason = settled
                         return _ended(step, progress, outcome, reason, exc)
-                    turn, contested = _UPDATE, exc
+                    turn, contested = UPDATE, exc
                     continue
             else:
                 try:
                     status = await self._request(spec.account, progress, self._api.update, spec)
                 except errors.NotFound as exc:
-                    turn, contested = _CREATE, exc
+                    turn, contested = CREATE, exc
                     continue
             return _succeeded(step, progress, status)
         return _ended(step, progress, Status.FAILED, CONTESTED, contested)
@@ -288,7 +280,7 @@ def _succeeded(step: Step, progress: _Progress, http_status: int | None) -> Resu
         target.secret_id,
         target.location,
         progress.action,
-        _SUCCEEDED,
+        SUCCEEDED,
         http_status,
         progress.attempts,
     )

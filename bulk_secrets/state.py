@@ -27,11 +27,10 @@ from pathlib import Path
 
 from .errors import StateSaveFailed, UsageError
 from .files import check_writable, create_new
-from .models import Action, Credentials, SecretSpec, Status, Step
+from .models import DELETE, FAILED, SUCCEEDED, Credentials, SecretSpec, Status, Step
 
 _VERSION = 1
 _LABEL = b"bulk-secrets state v1\0"
-_SUCCEEDED, _FAILED, _DELETE = Status.SUCCEEDED, Status.FAILED, Action.DELETE  # see runner.py
 STATE_MODE = 0o600  # fingerprints are not values, yet they are no one else's business
 
 
@@ -68,10 +67,10 @@ class State:
     def settle(self, step: Step, status: Status) -> None:
         """Remember what a step left behind: a written value, a deletion, or doubt."""
         name = f"{step.target.account}/{step.target.secret_id}"
-        if status is _SUCCEEDED and step.action is not _DELETE and step.fingerprint:
+        if status is SUCCEEDED and step.action is not DELETE and step.fingerprint:
             self._entries[name] = self._set[name] = step.fingerprint
             self._dropped.discard(name)
-        elif status is _SUCCEEDED or status is _FAILED:
+        elif status is SUCCEEDED or status is FAILED:
             self._entries.pop(name, None)  # deleted, or written with unknown outcome
             self._set.pop(name, None)
             self._dropped.add(name)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Self, TextIO
 
 from ..errors import UsageError
 from ..events import Observer, Request
-from ..models import Result, Status
+from ..models import FAILED, NOT_ATTEMPTED, Result
 from . import logs
 from .output import counted
 
@@ -35,7 +35,6 @@ if TYPE_CHECKING:  # rich loads only when a display is shown
     from rich.spinner import Spinner
 
 REFRESHES_PER_SECOND = 4
-_FAILED, _NOT_ATTEMPTED = Status.FAILED, Status.NOT_ATTEMPTED  # once per result: see runner.py
 RATE_WINDOW = 10.0  # seconds: the rate is of the results in the last ones
 
 
@@ -122,9 +121,9 @@ class Progress(Observer):
     def result(self, result: Result) -> None:
         self.done += 1
         status = result.status
-        if status is _FAILED:
+        if status is FAILED:
             self.failed += 1
-        elif status is _NOT_ATTEMPTED:
+        elif status is NOT_ATTEMPTED:
             self.not_attempted += 1
 
     def request(self, request: Request) -> None:
