@@ -427,6 +427,20 @@ async def test_a_huge_answer_is_not_read_whole() -> None:
     assert "over 1048576 bytes" in summary.stopped_accounts[ACCOUNT]
 
 
+async def test_a_huge_answer_of_declared_length_is_cut_at_the_limit_too() -> None:
+    # Its Content-Length is not looked at: the body is read up to the limit and refused there.
+    async def answer(request: web.BaseRequest) -> web.Response:
+        return web.Response(
+            body=b'{"secrets": [' + b" " * (2 << 20), content_type="application/json"
+        )
+
+    async with hostile_server(answer) as server:
+        summary = await apply_secrets(
+            specs(1), credentials=credentials(), options=options(server.base_url, retry=FAST_RETRY)
+        )
+    assert "over 1048576 bytes" in summary.stopped_accounts[ACCOUNT]
+
+
 # 10. A rejected key stops only its accounts
 
 
