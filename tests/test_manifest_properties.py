@@ -11,9 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bulk_secrets.errors import ManifestError
+from bulk_secrets.errors import ManifestError, Problem
 from bulk_secrets.manifest import _PLAIN_KEY_NAME, FORMATS, load_manifests
 from bulk_secrets.naming import key_name_problem, secret_id_for, secret_id_problem
+from bulk_secrets.sharding import Shard
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -78,3 +79,45 @@ def test_the_checks_shortcut_for_a_plain_key_name_agrees_with_naming(key_name: s
         secret_id_problem(secret_id_for(key_name), key_name=key_name) is None
     )
     assert (_PLAIN_KEY_NAME.fullmatch(key_name) is not None) == fine
+
+
+def _loaded(
+    text: str, accounts: list[str], shard: Shard | None
+) -> tuple[list[tuple[str, ...]], list[Problem]]:
+    """The specs (the value revealed) and the warnings of a CSV manifest, or its problems."""
+    try:
+        manifests = load_manifests(
+            ["-"],
+            format="csv",
+            default_accounts=accounts,
+            stdin=io.StringIO(text),
+            max_value_bytes=8,
+            shard=shard,
+        )
+    except ManifestError as exc:
+        return [], list(exc.problems)
+    specs: list[tuple[str, ...]] = [
+        (spec.account, spec.key_name, spec.secret_id, spec.location, spec.value.reveal())
+        for spec in manifests.specs()
+    ]
+    return specs, [warning for manifest in manifests for warning in manifest.warnings]
+
+
+ROW_FIELDS = st.sampled_from(["A", "B_1", "b", "1A", "", "A" * 64, "x", "12", "12345678", "é"])
+
+
+@SETTINGS
+@given(
+    rows=st.lists(st.tuples(ROW_FIELDS, ROW_FIELDS), max_size=8),
+    accounts=st.sampled_from([[], ["a"], ["a", "b", "c"]]),
+    shard=st.sampled_from([None, Shard(1, 2), Shard(2, 2)]),
+)
+def test_a_plain_csv_row_is_checked_as_any_other(
+    rows: list[tuple[str, str]], accounts: list[str], shard: Shard | None
+) -> None:
+    """A row under a header of only keyName and value takes a shortcut through the check (a
+    ``PlainRow``); under a header with an ``id`` column left empty, the same row does not. What
+    the two give (specs, warnings, problems with their lines and columns) must be the same."""
+    plain = "keyName,value\n" + "".join(f"{key},{value}\n" for key, value in rows)
+    general = "keyName,value,id\n" + "".join(f"{key},{value},\n" for key, value in rows)
+    assert _loaded(plain, accounts, shard) == _loaded(general, accounts, shard)

@@ -51,9 +51,11 @@ from .document import (
     FromFile,
     Header,
     Inline,
+    PlainRow,
     Problems,
     RawEntry,
     Source,
+    as_raw_entry,
 )
 
 FORMATS = ("yaml", "json", "csv", "dotenv")
@@ -301,9 +303,11 @@ class Manifest:
                         kept.append(entry)
                     else:
                         kept = None  # too many to keep: the second pass reads the file again
-                source, accounts = raw.source, entry[4]
-                if type(source) is not Inline or not 0 < len(source) <= limit:
-                    self._check_source(raw, accounts, entries, out)
+                accounts = entry[4]
+                if type(raw) is RawEntry:  # a plain row's value needs no further look
+                    source = raw.source
+                    if type(source) is not Inline or not 0 < len(source) <= limit:
+                        self._check_source(raw, accounts, entries, out)
                 entries += 1
                 secret_id = entry[2]
                 for account in accounts:
@@ -431,6 +435,7 @@ class _Checker:
 
     __slots__ = (
         "_base",
+        "_everywhere",
         "_header",
         "_of_shard",
         "_out",
@@ -456,9 +461,19 @@ class _Checker:
         self._of_shard: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._untargeted = 0  # entries with no account to go to, and the first one's line
         self._untargeted_line: int | None = None
+        # Where an entry without accounts of its own goes in this run (its shard's share);
+        # None when there are none to go to, a problem.
+        self._everywhere: tuple[str, ...] | None = None
+        if self._base:
+            self._everywhere = self._base if self._shard is None else self._in_shard(self._base)
 
-    def check(self, raw: RawEntry) -> _Checked | None:
+    def check(self, raw: RawEntry | PlainRow) -> _Checked | None:
         """The entry checked, or None when it has a problem (reported)."""
+        if type(raw) is tuple:  # a CSV row of a keyName and a value: the usual case, at once
+            line, key_name, value = raw
+            if self._everywhere is not None and _PLAIN_KEY_NAME.fullmatch(key_name):
+                return (line, key_name, secret_id_for(key_name), value, self._everywhere, _NONE)
+        raw = as_raw_entry(raw)
         key_name, secret_id = raw.key_name, raw.secret_id
         if not secret_id and _PLAIN_KEY_NAME.fullmatch(key_name):  # the usual case: one match
             secret_id = secret_id_for(key_name)

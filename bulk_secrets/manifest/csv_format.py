@@ -26,6 +26,7 @@ from .document import (
     FromFile,
     Header,
     Inline,
+    PlainRow,
     Problems,
     RawEntry,
     Source,
@@ -78,7 +79,7 @@ def read(
     del first
     if not _header_ok(names, out):
         return Document(Header(), iter(()))
-    return Document(Header(), _rows(reader, names, width, out))
+    return Document(Header(), _rows(reader, names, width, max_value_bytes, out))
 
 
 def _other_delimiter(first: str, delimiter: str, out: Problems) -> bool:
@@ -136,17 +137,23 @@ def _header_ok(names: list[str], out: Problems) -> bool:
     return ok
 
 
-def _rows(reader: _Reader, names: list[str], width: int, out: Problems) -> Iterator[RawEntry]:
+def _rows(
+    reader: _Reader, names: list[str], width: int, max_value_bytes: int, out: Problems
+) -> Iterator[RawEntry | PlainRow]:
     """The records, each with as many fields as the header has columns: with or without the
     trailing ones that have no name, which must be empty.
 
     This runs once per row of the largest manifests: the columns are found once, and a row
-    of as many fields as the header names (the common case) is checked no further."""
+    of as many fields as the header names (the common case) is checked no further. Under a
+    header of only keyName and value, such a row with a keyName and a value that cannot be
+    over ``max_value_bytes`` is a :data:`PlainRow`."""
+    plain_chars = max_value_bytes // 4  # characters that cannot be over it in UTF-8
     at = {name: index for index, name in enumerate(names)}
     source = next(name for name in SOURCE_FIELDS if name in at)
     key_at, value_at = at["keyName"], at[source]
     account_at, id_at = at.get("account"), at.get("id")
     inline, from_env = source == "value", source == "fromEnv"
+    plain = inline and account_at is None and id_at is None
     named = len(names)
     start = reader.line_num + 1
     while True:
@@ -157,6 +164,10 @@ def _rows(reader: _Reader, names: list[str], width: int, out: Problems) -> Itera
             return
         if row is None:
             return
+        if plain and len(row) == named and row[key_at] and 0 < len(row[value_at]) <= plain_chars:
+            yield (start, row[key_at], Inline(row[value_at]))  # the usual row
+            start = reader.line_num + 1
+            continue
         if len(row) != named and any(row):  # more or fewer fields than the header names
             if not named <= len(row) <= width:
                 out.error(start, f"the record has {_fields(len(row))}, the header has {width}")
