@@ -192,3 +192,17 @@ def test_each_spec_is_its_target_with_the_value(
         ("env:SOME_VAR", "from the environment"),
         ("env:SOME_VAR", "from the environment"),
     ]
+
+
+def test_nothing_left_out_is_found_without_reading_the_file_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest too large to keep is read again for each pass over it; when the first pass
+    counted nothing left out, ``excluded()`` does not read it again to find nothing."""
+    monkeypatch.setattr(manifest_module, "KEEP_LIMIT", 0)
+    path = tmp_path / "m.csv"
+    path.write_text("account,keyName,value\nacct-a,A,x\nacct-a,B,y\n")
+    manifest = load_manifest(path, accounts=["acct-a"])
+    path.unlink()  # a second reading would fail: the file has gone
+    assert manifest.excluded_count == 0
+    assert list(manifest.excluded()) == []

@@ -191,7 +191,12 @@ class Manifest:
         """Each secret and account the manifest names (its own accounts, or an entry's) that
         the accounts given to the run (``accounts=`` of :func:`load_manifests`) leave out, in
         file order, without a value: the run reports each as skipped. With :meth:`targets`,
-        it accounts for every secret and account of the manifest."""
+        it accounts for every secret and account of the manifest.
+
+        When the first pass counted none, the entries are not gone over (nor the file read
+        again) to find none."""
+        if not self.excluded_count:
+            return iter(())
         return self._targets(excluded=True)
 
     def _targets(self, *, excluded: bool) -> Iterator[Target]:
