@@ -474,11 +474,11 @@ class _Checker:
 
     def check(self, raw: RawEntry | PlainRow) -> _Checked | None:
         """The entry checked, or None when it has a problem (reported)."""
-        if type(raw) is tuple:  # a CSV row of a keyName and a value: the usual case, at once
+        if isinstance(raw, tuple):  # a CSV row of a keyName and a value: the usual case
             line, key_name, value = raw
             if self._everywhere is not None and _PLAIN_KEY_NAME.fullmatch(key_name):
                 return (line, key_name, secret_id_for(key_name), value, self._everywhere, _NONE)
-        raw = as_raw_entry(raw)
+            raw = as_raw_entry(raw)  # to report its problem
         key_name, secret_id = raw.key_name, raw.secret_id
         if not secret_id and _PLAIN_KEY_NAME.fullmatch(key_name):  # the usual case: one match
             secret_id = secret_id_for(key_name)
