@@ -6,6 +6,7 @@ Run from the project's folder, with its virtual environment::
     .venv/bin/python benchmarks/profile.py --loops uvloop --repeats 1 --no-profile
     .venv/bin/python benchmarks/profile.py --no-cpu --profile-secrets 20000 --top 40
     .venv/bin/python benchmarks/profile.py --no-cpu --no-profile --instructions
+    .venv/bin/python benchmarks/profile.py --no-cpu --no-profile --bytecodes --loops uvloop
     .venv/bin/python benchmarks/profile.py --no-cpu --no-profile --rss 20000,200000
     .venv/bin/python benchmarks/profile.py --compare /tmp/old-tree --instructions --no-profile
 
@@ -37,7 +38,12 @@ What it measures:
    calls down, so it over-weights code that makes many small calls): the own time of each
    function per secret, the top ``--top``, and the sum per group: the tool's modules, aiohttp
    (with multidict, yarl and the like), the event loop (asyncio, uvloop, anyio), the rest.
-4. **Peak RSS** (``--rss A,B,...``, off by default): ``apply`` of manifests of those row
+4. **Bytecodes per secret** (``--bytecodes``): the same difference, for ``--small`` sizes, of
+   the Python bytecodes each function executes, counted by ``bytecodes.py`` (on the last loop
+   of ``--loops``): the total and the sum per group for each client, then the tool's ``--top``
+   functions. The count is exact, the same at every run: it shows to the bytecode what a
+   change adds or removes, and where. It sees no C code, nor what a bytecode costs.
+5. **Peak RSS** (``--rss A,B,...``, off by default): ``apply`` of manifests of those row
    counts (on the last loop of ``--loops``), and the growth in bytes per row between sizes.
 
 Clients run with ``MALLOC_MMAP_THRESHOLD_=1048576``: asyncio's socket reads allocate a 256 KiB
@@ -53,6 +59,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -430,7 +437,39 @@ def show_profile(
         print(f"    {per(seconds):>7}  {group_of(path):10}  {name}")
 
 
-# --- 4. peak RSS -----------------------------------------------------------------------------
+# --- 4. bytecodes per secret -----------------------------------------------------------------
+
+
+def bytecodes_per_secret(
+    clients: Clients, chosen: Sequence[Client], loop: str, sizes: tuple[int, int], top: int
+) -> None:
+    small, large = sizes
+    print(f"\nbytecodes per secret ({large} - {small} secrets), c={CONCURRENCY}, {loop}:")
+    for client in chosen:
+        counts = []
+        for count in sizes:
+            out = clients.folder / f"bytecodes-{count}.json"
+
+            def traced(command: list[str], out: Path = out) -> list[str]:
+                return [command[0], str(HERE / "bytecodes.py"), str(out), *command[1:]]
+
+            clients.run(client, count, loop, traced)
+            counts.append(json.loads(out.read_text(encoding="utf-8")))
+        per = {key: (counts[1][key] - counts[0].get(key, 0)) / (large - small) for key in counts[1]}
+        groups: dict[str, float] = dict.fromkeys(GROUPS, 0.0)
+        for key, amount in per.items():
+            groups[group_of(key.split("\t", 1)[1])] += amount
+        shown = ", ".join(f"{group} {amount:.0f}" for group, amount in groups.items())
+        print(f"  {client.name:24} {sum(per.values()):7.0f}   ({shown})")
+        if client.is_bare:
+            continue
+        ours = [(k, v) for k, v in per.items() if group_of(k.split("\t", 1)[1]) == "tool"]
+        for key, amount in sorted(ours, key=lambda item: item[1], reverse=True)[:top]:
+            function, path = key.split("\t", 1)
+            print(f"    {amount:7.1f}  {short(path)}:{function}")
+
+
+# --- 5. peak RSS -----------------------------------------------------------------------------
 
 
 def peak_rss(clients: Clients, chosen: Sequence[Client], rows: Sequence[int], loop: str) -> None:
@@ -469,6 +508,7 @@ def main() -> int:
     parser.add_argument("--no-cpu", action="store_true", help="skip CPU per secret")
     parser.add_argument("--instructions", action="store_true", help="count instructions")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile")
+    parser.add_argument("--bytecodes", action="store_true", help="count bytecodes")
     args = parser.parse_args()
     loops = [loop for loop in args.loops.split(",") if loop]
     chosen = [] if args.no_bare else [Client("bare")]
@@ -484,6 +524,9 @@ def main() -> int:
         if args.instructions:
             small, large = numbers(args.small)
             per_secret(clients, chosen, loops, (small, large), 1, "instructions")
+        if args.bytecodes:
+            small, large = numbers(args.small)
+            bytecodes_per_secret(clients, chosen, loops[-1], (small, large), args.top)
         if not args.no_profile:
             profile(clients, chosen, loops, args.profile_secrets, args.top)
         if args.rss:

@@ -66,3 +66,28 @@ def test_smoke_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     assert record["checks"] and all(
         c["verdict"] in {"PASS", "MISS", "SKIP"} for c in record["checks"]
     )
+
+
+def test_bytecodes_counts_each_function_exactly(tmp_path: Path) -> None:
+    """``benchmarks/bytecodes.py`` counts what each function executes, the same at every run:
+    a function called n times counts n times its one call, and the script's exit status is
+    passed on."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys\n"
+        "def step(x):\n    return x + 1\n"
+        "for i in range(int(sys.argv[1])):\n    step(i)\n"
+        "sys.exit(3)\n"
+    )
+    counts = []
+    for calls in (1, 10, 10):
+        out = tmp_path / f"counts-{calls}.json"
+        command = [sys.executable, str(ROOT / "benchmarks" / "bytecodes.py"), str(out)]
+        done = subprocess.run([*command, str(script), str(calls)], timeout=60, check=False)
+        assert done.returncode == 3
+        found = json.loads(out.read_text())
+        counts.append(found[f"step\t{script}"])
+    once, ten, again = counts
+    assert once > 0
+    assert ten == 10 * once
+    assert again == ten
