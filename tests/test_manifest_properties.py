@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import tempfile
@@ -103,7 +104,17 @@ def _loaded(
     return specs, [warning for manifest in manifests for warning in manifest.warnings]
 
 
-ROW_FIELDS = st.sampled_from(["A", "B_1", "b", "1A", "", "A" * 64, "x", "12", "12345678", "é"])
+ROW_FIELDS = st.sampled_from(
+    ["A", "B_1", "b", "1A", "", "A" * 64, "x", "12", "12345678", "é", "a\nb", 'q"', "a,b"]
+)
+
+
+def _csv(header: list[str], rows: list[list[str]]) -> str:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue()
 
 
 @SETTINGS
@@ -118,6 +129,6 @@ def test_a_plain_csv_row_is_checked_as_any_other(
     """A row under a header of only keyName and value takes a shortcut through the check (a
     ``PlainRow``); under a header with an ``id`` column left empty, the same row does not. What
     the two give (specs, warnings, problems with their lines and columns) must be the same."""
-    plain = "keyName,value\n" + "".join(f"{key},{value}\n" for key, value in rows)
-    general = "keyName,value,id\n" + "".join(f"{key},{value},\n" for key, value in rows)
+    plain = _csv(["keyName", "value"], [[key, value] for key, value in rows])
+    general = _csv(["keyName", "value", "id"], [[key, value, ""] for key, value in rows])
     assert _loaded(plain, accounts, shard) == _loaded(general, accounts, shard)
