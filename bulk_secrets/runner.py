@@ -50,7 +50,9 @@ class SecretsApi(Lister, Protocol):
 
 @dataclass(slots=True)
 class _Progress:
-    """What one worker has done so far for its current step."""
+    """What one worker has done so far for its current step. Each worker has one, started
+    afresh at each step (see :meth:`Runner._carry_out`): one object per worker, not one per
+    secret. Nothing keeps it past its step: the step's result is built from it at once."""
 
     action: Action
     secret_id: str
@@ -116,6 +118,7 @@ class Runner:
 
     async def _work(self, scheduler: Scheduler) -> None:
         take_now = scheduler.take_now
+        progress = _Progress(CREATE, "")
         while True:
             work = take_now()
             if isinstance(work, float):  # every account must wait for its turn or listing
@@ -126,7 +129,7 @@ class Runner:
                 scheduler.listed(work.account, await self._list(work.account))
                 continue
             try:
-                await self._carry_out(work)
+                await self._carry_out(work, progress)
             finally:
                 scheduler.done(work)
 
@@ -139,7 +142,7 @@ class Runner:
             self._stops.stop(reason)
             return Listing(problem=reason)
 
-    async def _carry_out(self, step: Step) -> None:
+    async def _carry_out(self, step: Step, progress: _Progress) -> None:
         if step.outcome is not None:
             self._record(step, _settled(step, step.outcome, step.reason))
             return
@@ -147,7 +150,9 @@ class Runner:
         if blocked is not None:
             self._record(step, _settled(step, Status.NOT_ATTEMPTED, blocked))
             return
-        progress = _Progress(step.action, step.target.secret_id)
+        progress.action = step.action  # the worker's progress, started afresh for this step
+        progress.secret_id = step.target.secret_id
+        progress.attempts = 0
         try:
             if step.action is DELETE:
                 result = await self._delete(step, progress)
@@ -187,8 +192,8 @@ class Runner:
         return _succeeded(step, progress, status)
 
     async def _write(self, step: Step, progress: _Progress) -> Result:
-        spec = step.spec
-        if spec is None:
+        spec = step.target  # ``step.spec``, without the call: this runs once per secret
+        if not isinstance(spec, SecretSpec):
             raise ValueError(f"a {step.action} step needs a spec")
         turn = progress.action
         contested: errors.ApiError | None = None
