@@ -98,11 +98,15 @@ class AccountRate:
         return start
 
     def succeeded(self, now: float) -> None:
-        # Once per request: a few comparisons and float operations, no call on the paths taken
-        # while paced.
+        # Once per request: a few comparisons and float operations, and no call.
         rate = self.rate
-        if rate is None:
-            self._count(now)
+        if rate is None:  # unpaced: count the successes of this window (see _recent_rate)
+            elapsed = now - self._window_start
+            if elapsed >= WINDOW:
+                self._previous = self._current if elapsed < 2 * WINDOW else 0
+                self._current = 0
+                self._window_start = now
+            self._current += 1
         elif rate < self._recover_to:  # winning a cut back
             step = self._recover * rate
             if step * rate < MIN_STEP:  # below MIN_STEP a second (rate successes a second)
@@ -129,14 +133,6 @@ class AccountRate:
         self._recover_to = max(self._recover_to, rate)
         self._recover = RECOVER if paused else RECOVER_UNPAUSED
         self._lowered_at = now
-
-    def _count(self, now: float) -> None:
-        elapsed = now - self._window_start
-        if elapsed >= WINDOW:
-            self._previous = self._current if elapsed < 2 * WINDOW else 0
-            self._current = 0
-            self._window_start = now
-        self._current += 1
 
     def _recent_rate(self, now: float) -> float | None:
         """Successes over about the last second, or None on too little evidence.
