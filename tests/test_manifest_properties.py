@@ -83,14 +83,15 @@ def test_the_checks_shortcut_for_a_plain_key_name_agrees_with_naming(key_name: s
 
 
 def _loaded(
-    text: str, accounts: list[str], shard: Shard | None
+    text: str, defaults: list[str], override: list[str] | None, shard: Shard | None
 ) -> tuple[list[tuple[str, ...]], list[Problem]]:
     """The specs (the value revealed) and the warnings of a CSV manifest, or its problems."""
     try:
         manifests = load_manifests(
             ["-"],
             format="csv",
-            default_accounts=accounts,
+            accounts=override,
+            default_accounts=defaults,
             stdin=io.StringIO(text),
             max_value_bytes=8,
             shard=shard,
@@ -101,11 +102,28 @@ def _loaded(
         (spec.account, spec.key_name, spec.secret_id, spec.location, spec.value.reveal())
         for spec in manifests.specs()
     ]
+    skipped = [(t.account, t.key_name, t.location) for t in manifests.excluded()]
+    specs += [("excluded", *target) for target in skipped]
     return specs, [warning for manifest in manifests for warning in manifest.warnings]
 
 
-ROW_FIELDS = st.sampled_from(
-    ["A", "B_1", "b", "1A", "", "A" * 64, "x", "12", "12345678", "é", "a\nb", 'q"', "a,b"]
+# Rows of a manifest with no problem (distinct valid keyNames, valid accounts), so that its
+# specs and warnings are compared, or rows of any of the cells, so that its problems are. A
+# value of at most 2 characters, all that cannot be over 8 bytes, takes the shortcut.
+VALUE_CELLS = st.sampled_from(["x", "yz", "v", "", "12345678", "a\nb", 'q"', "a,b", "é"])
+KEY_NAMES = ["A", "B_1", "C", "D_2", "E", "F"]
+SOUND_ROWS = st.lists(
+    st.tuples(st.sampled_from(KEY_NAMES), VALUE_CELLS, st.sampled_from(["", "a", "d", "d"])),
+    max_size=6,
+    unique_by=lambda row: row[0],
+)
+ANY_ROWS = st.lists(
+    st.tuples(
+        st.sampled_from([*KEY_NAMES, "1A", "", "A" * 64, "b,c", "é"]),
+        VALUE_CELLS,
+        st.sampled_from(["", "a", "b", "Bad!", "a,b"]),
+    ),
+    max_size=8,
 )
 
 
@@ -117,18 +135,27 @@ def _csv(header: list[str], rows: list[list[str]]) -> str:
     return text.getvalue()
 
 
-@SETTINGS
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    rows=st.lists(st.tuples(ROW_FIELDS, ROW_FIELDS), max_size=8),
-    accounts=st.sampled_from([[], ["a"], ["a", "b", "c"]]),
+    rows=SOUND_ROWS | ANY_ROWS,
+    column=st.booleans(),
+    defaults=st.sampled_from([[], ["a"], ["a", "b", "c"]]),
+    override=st.sampled_from([None, ["a"], ["z"]]),
     shard=st.sampled_from([None, Shard(1, 2), Shard(2, 2)]),
 )
 def test_a_plain_csv_row_is_checked_as_any_other(
-    rows: list[tuple[str, str]], accounts: list[str], shard: Shard | None
+    rows: list[tuple[str, str, str]],
+    column: bool,
+    defaults: list[str],
+    override: list[str] | None,
+    shard: Shard | None,
 ) -> None:
-    """A row under a header of only keyName and value takes a shortcut through the check (a
-    ``PlainRow``); under a header with an ``id`` column left empty, the same row does not. What
-    the two give (specs, warnings, problems with their lines and columns) must be the same."""
-    plain = _csv(["keyName", "value"], [[key, value] for key, value in rows])
-    general = _csv(["keyName", "value", "id"], [[key, value, ""] for key, value in rows])
-    assert _loaded(plain, accounts, shard) == _loaded(general, accounts, shard)
+    """A row under a header of keyName, value and perhaps account takes a shortcut through the
+    check (a ``PlainRow``); under a header with an ``id`` column left empty, the same row does
+    not. What the two give (specs, what the accounts given leave out, warnings, problems with
+    their lines and columns) must be the same."""
+    header = ["account", "keyName", "value"] if column else ["keyName", "value"]
+    cells = [[account, key, value] if column else [key, value] for key, value, account in rows]
+    plain = _csv(header, cells)
+    general = _csv([*header, "id"], [[*row, ""] for row in cells])
+    assert _loaded(plain, defaults, override, shard) == _loaded(general, defaults, override, shard)

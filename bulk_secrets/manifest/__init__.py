@@ -440,12 +440,12 @@ class _Checker:
 
     __slots__ = (
         "_base",
-        "_everywhere",
         "_header",
         "_of_shard",
         "_out",
         "_override",
         "_own",
+        "_plain",
         "_shard",
         "_untargeted",
         "_untargeted_line",
@@ -466,19 +466,22 @@ class _Checker:
         self._of_shard: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._untargeted = 0  # entries with no account to go to, and the first one's line
         self._untargeted_line: int | None = None
-        # Where an entry without accounts of its own goes in this run (its shard's share);
-        # None when there are none to go to, a problem.
-        self._everywhere: tuple[str, ...] | None = None
+        # Where a plain CSV row goes in this run, and what it leaves out, by its account cell
+        # ("": none, so the accounts given, its shard's share of them): what the full check
+        # works out for a row of that account with nothing to report (no problem, no warning).
+        self._plain: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         if self._base:
-            self._everywhere = self._base if self._shard is None else self._in_shard(self._base)
+            everywhere = self._base if self._shard is None else self._in_shard(self._base)
+            self._plain[""] = (everywhere, _NONE)
 
     def check(self, raw: RawEntry | PlainRow) -> _Checked | None:
         """The entry checked, or None when it has a problem (reported)."""
-        if isinstance(raw, tuple):  # a CSV row of a keyName and a value: the usual case
-            line, key_name, value = raw
-            if self._everywhere is not None and _PLAIN_KEY_NAME.fullmatch(key_name):
-                return (line, key_name, secret_id_for(key_name), value, self._everywhere, _NONE)
-            raw = as_raw_entry(raw)  # to report its problem
+        if isinstance(raw, tuple):  # a CSV row of a keyName, a value, an account: the usual case
+            line, key_name, value, account = raw
+            goes = self._plain.get(account)
+            if goes is not None and _PLAIN_KEY_NAME.fullmatch(key_name):
+                return (line, key_name, secret_id_for(key_name), value, goes[0], goes[1])
+            raw = as_raw_entry(raw)  # its account's first row, or one with a problem
         key_name, secret_id = raw.key_name, raw.secret_id
         if not secret_id and _PLAIN_KEY_NAME.fullmatch(key_name):  # the usual case: one match
             secret_id = secret_id_for(key_name)
@@ -495,6 +498,7 @@ class _Checker:
             if problem:
                 self._error(raw, "id" if raw.secret_id else "keyName", problem)
                 return None
+        warned = False
         if raw.accounts is None:
             accounts, excluded = self._base, _NONE
             if not accounts:
@@ -506,13 +510,24 @@ class _Checker:
             if own is None:
                 return None
             accounts, excluded = own
-            if self._override is not None and not accounts:
+            warned = self._override is not None and not accounts
+            if warned:
                 self._out.warn(
                     raw.line, f"{key_name} is not applied: its accounts are not targeted"
                 )
         if self._shard is not None:  # the accounts of another shard are not this run's
             accounts, excluded = self._in_shard(accounts), self._in_shard(excluded)
+        if raw.tabular and raw.accounts is not None and not warned:
+            self._remember_plain(raw.accounts, accounts, excluded)
         return (raw.line, key_name, secret_id, raw.source, accounts, excluded)
+
+    def _remember_plain(
+        self, own: tuple[str, ...], accounts: tuple[str, ...], excluded: tuple[str, ...]
+    ) -> None:
+        """Where the next plain rows of a CSV row's one account go: where this row, which had
+        nothing to report, goes."""
+        if len(own) == 1 and len(self._plain) < _REMEMBERED:
+            self._plain[own[0]] = (accounts, excluded)
 
     def finish(self) -> None:
         """Report the entries that had no account to go to, at the first one's line."""

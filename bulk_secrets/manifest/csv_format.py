@@ -145,15 +145,15 @@ def _rows(
 
     This runs once per row of the largest manifests: the columns are found once, and a row
     of as many fields as the header names (the common case) is checked no further. Under a
-    header of only keyName and value, such a row with a keyName and a value that cannot be
-    over ``max_value_bytes`` is a :data:`PlainRow`."""
+    header of keyName, value and perhaps account, such a row with a keyName and a value that
+    cannot be over ``max_value_bytes`` is a :data:`PlainRow`."""
     plain_chars = max_value_bytes // 4  # characters that cannot be over it in UTF-8
     at = {name: index for index, name in enumerate(names)}
     source = next(name for name in SOURCE_FIELDS if name in at)
     key_at, value_at = at["keyName"], at[source]
     account_at, id_at = at.get("account"), at.get("id")
     inline, from_env = source == "value", source == "fromEnv"
-    plain = inline and account_at is None and id_at is None
+    plain = inline and id_at is None
     named = len(names)
     start = reader.line_num + 1
     while True:
@@ -165,7 +165,8 @@ def _rows(
         if row is None:
             return
         if plain and len(row) == named and row[key_at] and 0 < len(row[value_at]) <= plain_chars:
-            yield (start, row[key_at], Inline(row[value_at]))  # the usual row
+            account = row[account_at] if account_at is not None else ""
+            yield (start, row[key_at], Inline(row[value_at]), account)  # the usual row
             start = reader.line_num + 1
             continue
         if len(row) != named and any(row):  # more or fewer fields than the header names

@@ -90,18 +90,19 @@ class RawEntry:
         return self.field_lines.get(field, self.line) if self.field_lines else self.line
 
 
-# The entry of a CSV row whose only columns are keyName and value, the usual row of the largest
-# manifests: ``(line, key_name, value)``, the value not empty and too short to be over the size
-# limit. A plain tuple costs a fifth of a :class:`RawEntry`; the loader checks it without
-# making one (see :func:`as_raw_entry` for when it must).
-PlainRow = tuple[int, str, Inline]
+# The entry of a CSV row of a keyName, a value and perhaps an account (no id), the usual row of
+# the largest manifests: ``(line, key_name, value, account)``, the value not empty and too short
+# to be over the size limit, the account "" when the row names none. A plain tuple costs a fifth
+# of a :class:`RawEntry`; the loader checks it without making one (see :func:`as_raw_entry` for
+# when it must).
+PlainRow = tuple[int, str, Inline, str]
 
 
 def as_raw_entry(entry: RawEntry | PlainRow) -> RawEntry:
     """The entry as a :class:`RawEntry`: a :data:`PlainRow` is a CSV row (``tabular``)."""
     if type(entry) is tuple:
-        line, key_name, value = entry
-        return RawEntry(line, key_name, value, tabular=True)
+        line, key_name, value, account = entry
+        return RawEntry(line, key_name, value, None, (account,) if account else None, True)
     assert isinstance(entry, RawEntry)
     return entry
 
