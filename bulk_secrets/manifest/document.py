@@ -102,7 +102,8 @@ def as_raw_entry(entry: RawEntry | PlainRow) -> RawEntry:
     """The entry as a :class:`RawEntry`: a :data:`PlainRow` is a CSV row (``tabular``)."""
     if type(entry) is tuple:
         line, key_name, value, account = entry
-        return RawEntry(line, key_name, value, None, (account,) if account else None, True)
+        accounts = (account,) if account else None
+        return RawEntry(line, key_name, value, accounts=accounts, tabular=True)
     assert isinstance(entry, RawEntry)
     return entry
 
