@@ -69,8 +69,10 @@ class Summary:
     the task (``asyncio.run`` does, restoring its SIGINT handler).
 
     A result is counted once, by account, status and action, in a plain dict: the counts by
-    status, by action and by account are worked out from it when asked (at the end of a run).
-    A Counter's increment costs about three times a dict's, and each result made three."""
+    status, by action and by account are worked out from it when first asked after a result
+    (at the end of a run), together, and kept until the next result. A Counter's increment
+    costs about three times a dict's, and each result made three. What the properties give is
+    the summary's own: read it, do not change it."""
 
     requests: int = 0  # HTTP requests sent, listing included
     retries: int = 0  # of those, the ones that repeated a failed request
@@ -84,42 +86,47 @@ class Summary:
     first_failures: list[Result] = field(default_factory=list)  # at most FAILURES_KEPT
     # (account, status, action) -> results
     _counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    # The counts by status, by action and by account, worked out from ``_counts``; None once a
+    # result came after them.
+    _views: _Views | None = field(default=None, compare=False)
 
     def add(self, result: Result) -> None:
         status = result.status
         key = (result.account, status._value_, result.action._value_)
         counts = self._counts
         counts[key] = counts.get(key, 0) + 1
+        self._views = None
         if status is FAILED and len(self.first_failures) < FAILURES_KEPT:
             self.first_failures.append(result)
 
     @property
     def by_status(self) -> Counter[str]:
         """Results by status."""
-        found: Counter[str] = Counter()
-        for (_, status, _), count in self._counts.items():
-            found[status] += count
-        return found
+        return self._worked_out().by_status
 
     @property
     def by_action(self) -> Counter[str]:
         """Results by action, those not attempted left out."""
-        found: Counter[str] = Counter()
-        for (_, status, action), count in self._counts.items():
-            if status != _NOT_ATTEMPTED_NAME:
-                found[action] += count
-        return found
+        return self._worked_out().by_action
 
     @property
     def by_account(self) -> dict[str, Counter[str]]:
         """Results by account (in order of first result), each by status."""
-        found: dict[str, Counter[str]] = {}
-        for (account, status, _), count in self._counts.items():
-            counts = found.get(account)
-            if counts is None:
-                counts = found[account] = Counter()
-            counts[status] += count
-        return found
+        return self._worked_out().by_account
+
+    def _worked_out(self) -> _Views:
+        views = self._views
+        if views is None:
+            views = self._views = _Views(Counter(), Counter(), {})
+            for (account, status, action), count in self._counts.items():
+                views.by_status[status] += count
+                if status != _NOT_ATTEMPTED_NAME:
+                    views.by_action[action] += count
+                tally = views.by_account.get(account)
+                if tally is None:
+                    tally = views.by_account[account] = Counter()
+                tally[status] += count
+        return views
 
     @property
     def total(self) -> int:
@@ -131,10 +138,12 @@ class Summary:
     @property
     def all_succeeded(self) -> bool:
         """True when nothing failed and nothing was left undone."""
-        if self.aborted or self.stopped:
-            return False
-        by_status = self.by_status
-        return not (by_status[Status.FAILED.value] or by_status[Status.NOT_ATTEMPTED.value])
+        return not (
+            self.aborted
+            or self.stopped
+            or self.count(Status.FAILED)
+            or self.count(Status.NOT_ATTEMPTED)
+        )
 
     @property
     def duration(self) -> float:
@@ -142,10 +151,9 @@ class Summary:
         return end - self.started
 
     def to_record(self) -> dict[str, Any]:
-        by_status = self.by_status  # worked out once: see the class
         return {
-            "total": by_status.total(),
-            **{status.value: by_status[status.value] for status in Status},
+            "total": self.total,
+            **{status.value: self.count(status) for status in Status},
             "byAction": dict(sorted(self.by_action.items())),
             "requests": self.requests,
             "retries": self.retries,
@@ -160,13 +168,11 @@ class Summary:
 
     def line(self) -> str:
         """The one-line summary for stderr."""
-        by_status = self.by_status  # worked out once: see the class
         parts = ", ".join(
-            f"{by_status[status.value]} {status.value.replace('_', ' ')}" for status in Status
+            f"{self.count(status)} {status.value.replace('_', ' ')}" for status in Status
         )
-        secrets = counted(by_status.total(), "secret")
         text = (
-            f"{secrets}: {parts} ({counted(self.requests, 'request')}, "
+            f"{counted(self.total, 'secret')}: {parts} ({counted(self.requests, 'request')}, "
             f"{counted(self.retries, 'retry', 'retries')}, {self.duration:.2f}s)"
         )
         if self.aborted:
@@ -177,6 +183,15 @@ class Summary:
 
 
 _NOT_ATTEMPTED_NAME = Status.NOT_ATTEMPTED.value
+
+
+@dataclass(slots=True)
+class _Views:
+    """A summary's counts, worked out together (see :class:`Summary`)."""
+
+    by_status: Counter[str]
+    by_action: Counter[str]
+    by_account: dict[str, Counter[str]]
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:

@@ -545,3 +545,16 @@ def test_a_summary_counts_each_result_by_status_by_action_and_by_account() -> No
     assert summary.by_account["acct-a"]["failed"] == 0  # a Counter: a status not met counts 0
     assert [f.account for f in summary.first_failures] == ["acct-b"]
     assert not summary.all_succeeded
+
+
+def test_a_result_added_after_the_counts_were_read_is_counted() -> None:
+    """The counts by status, action and account are worked out when read and kept: a result
+    that comes after them is counted all the same, in every one of them."""
+    summary = Summary(started=0.0, finished=1.0)
+    summary.add(Result("acct-a", "A", "a", "m.csv:2", Action.CREATE, Status.SUCCEEDED))
+    assert (summary.total, summary.all_succeeded) == (1, True)
+    summary.add(Result("acct-b", "B", "b", "m.csv:3", Action.UPDATE, Status.FAILED))
+    assert summary.by_status == {"succeeded": 1, "failed": 1}
+    assert summary.by_action == {"create": 1, "update": 1}
+    assert list(summary.by_account) == ["acct-a", "acct-b"]
+    assert (summary.total, summary.count(Status.FAILED), summary.all_succeeded) == (2, 1, False)
