@@ -192,8 +192,8 @@ class Runner:
         return _succeeded(step, progress, status)
 
     async def _write(self, step: Step, progress: _Progress) -> Result:
-        spec = step.target  # ``step.spec``, without the call: this runs once per secret
-        if not isinstance(spec, SecretSpec):
+        spec = step.spec
+        if spec is None:
             raise ValueError(f"a {step.action} step needs a spec")
         turn = progress.action
         contested: errors.ApiError | None = None
