@@ -56,6 +56,7 @@ from .document import (
     RawEntry,
     Source,
     as_raw_entry,
+    chars_within,
 )
 
 FORMATS = ("yaml", "json", "csv", "dotenv")
@@ -296,7 +297,7 @@ class Manifest:
         check, add_id, per_account = checker.check, ids.add, self._accounts
         keep = KEEP_LIMIT
         kept: list[_Checked] | None = []
-        limit = self.max_value_bytes // 4  # characters that cannot be over it in UTF-8
+        sure_chars = chars_within(self.max_value_bytes)  # a value this long needs no measure
         entries = count = excluded = 0
         try:
             for raw in document.entries:
@@ -311,7 +312,7 @@ class Manifest:
                 accounts = entry[4]
                 if type(raw) is RawEntry:  # a plain row's value needs no further look
                     source = raw.source
-                    if type(source) is not Inline or not 0 < len(source) <= limit:
+                    if type(source) is not Inline or not 0 < len(source) <= sure_chars:
                         self._check_source(raw, accounts, entries, out)
                 entries += 1
                 secret_id = entry[2]
@@ -367,7 +368,7 @@ class Manifest:
             text = source.reveal()
             if not text:
                 out.warn(line, f"{raw.key_name} has an empty value")
-            elif len(text) * 4 > limit and (size := _utf8_size(text)) > limit:
+            elif len(text) > chars_within(limit) and (size := _utf8_size(text)) > limit:
                 out.error(line, f"the value is {size} bytes, over the limit of {limit}", column)
         elif not (source.var if isinstance(source, FromEnv) else source.path):
             out.error(line, f"{field} is empty", column)

@@ -30,6 +30,7 @@ from .document import (
     Problems,
     RawEntry,
     Source,
+    chars_within,
     redact,
 )
 
@@ -147,7 +148,7 @@ def _rows(
     of as many fields as the header names (the common case) is checked no further. Under a
     header of keyName, value and perhaps account, such a row with a keyName and a value that
     cannot be over ``max_value_bytes`` is a :data:`PlainRow`."""
-    plain_chars = max_value_bytes // 4  # characters that cannot be over it in UTF-8
+    plain_chars = chars_within(max_value_bytes)
     at = {name: index for index, name in enumerate(names)}
     source = next(name for name in SOURCE_FIELDS if name in at)
     key_at, value_at = at["keyName"], at[source]

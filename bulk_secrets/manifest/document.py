@@ -90,6 +90,12 @@ class RawEntry:
         return self.field_lines.get(field, self.line) if self.field_lines else self.line
 
 
+def chars_within(max_bytes: int) -> int:
+    """The most characters a text may have and be sure to be within ``max_bytes`` in UTF-8,
+    whatever they are (a character takes at most 4 bytes): a longer one must be measured."""
+    return max_bytes // 4
+
+
 # The entry of a CSV row of a keyName, a value and perhaps an account (no id), the usual row of
 # the largest manifests: ``(line, key_name, value, account)``, the value not empty and too short
 # to be over the size limit, the account "" when the row names none. A plain tuple costs a fifth
