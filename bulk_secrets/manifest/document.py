@@ -106,12 +106,11 @@ PlainRow = tuple[int, str, Inline, str]
 
 def as_raw_entry(entry: RawEntry | PlainRow) -> RawEntry:
     """The entry as a :class:`RawEntry`: a :data:`PlainRow` is a CSV row (``tabular``)."""
-    if type(entry) is tuple:
-        line, key_name, value, account = entry
-        accounts = (account,) if account else None
-        return RawEntry(line, key_name, value, accounts=accounts, tabular=True)
-    assert isinstance(entry, RawEntry)
-    return entry
+    if isinstance(entry, RawEntry):
+        return entry
+    line, key_name, value, account = entry
+    accounts = (account,) if account else None
+    return RawEntry(line, key_name, value, accounts=accounts, tabular=True)
 
 
 @dataclass
