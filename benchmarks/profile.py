@@ -455,18 +455,21 @@ def bytecodes_per_secret(
 
             clients.run(client, count, loop, traced)
             counts.append(json.loads(out.read_text(encoding="utf-8")))
-        per = {key: (counts[1][key] - counts[0].get(key, 0)) / (large - small) for key in counts[1]}
         groups: dict[str, float] = dict.fromkeys(GROUPS, 0.0)
-        for key, amount in per.items():
-            groups[group_of(key.split("\t", 1)[1])] += amount
+        ours: list[tuple[float, str]] = []
+        for key, amount in counts[1].items():
+            per = (amount - counts[0].get(key, 0)) / (large - small)
+            function, path = key.split("\t", 1)
+            group = group_of(path)
+            groups[group] += per
+            if group == "tool":
+                ours.append((per, f"{short(path)}:{function}"))
         shown = ", ".join(f"{group} {amount:.0f}" for group, amount in groups.items())
-        print(f"  {client.name:24} {sum(per.values()):7.0f}   ({shown})")
+        print(f"  {client.name:24} {sum(groups.values()):7.0f}   ({shown})")
         if client.is_bare:
             continue
-        ours = [(k, v) for k, v in per.items() if group_of(k.split("\t", 1)[1]) == "tool"]
-        for key, amount in sorted(ours, key=lambda item: item[1], reverse=True)[:top]:
-            function, path = key.split("\t", 1)
-            print(f"    {amount:7.1f}  {short(path)}:{function}")
+        for per, name in sorted(ours, reverse=True)[:top]:
+            print(f"    {per:7.1f}  {name}")
 
 
 # --- 5. peak RSS -----------------------------------------------------------------------------
