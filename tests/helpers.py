@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from unittest import mock
@@ -61,6 +63,17 @@ def specs(count: int, account: str = ACCOUNT) -> list[SecretSpec]:
         )
         for i in range(count)
     ]
+
+
+def csv_text(
+    header: list[str], rows: Iterable[Sequence[str]], *, lineterminator: str = "\n"
+) -> str:
+    """A CSV manifest's text, quoted as ``csv`` writes it."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator=lineterminator)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 def write_yaml_manifest(path: Path, count: int) -> Path:

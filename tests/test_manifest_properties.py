@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import tempfile
@@ -16,6 +15,8 @@ from bulk_secrets.errors import ManifestError, Problem
 from bulk_secrets.manifest import _PLAIN_KEY_NAME, FORMATS, load_manifests
 from bulk_secrets.naming import key_name_problem, secret_id_for, secret_id_problem
 from bulk_secrets.sharding import Shard
+
+from .helpers import csv_text
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -127,14 +128,6 @@ ANY_ROWS = st.lists(
 )
 
 
-def _csv(header: list[str], rows: list[list[str]]) -> str:
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return text.getvalue()
-
-
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=SOUND_ROWS | ANY_ROWS,
@@ -156,6 +149,6 @@ def test_a_plain_csv_row_is_checked_as_any_other(
     their lines and columns) must be the same."""
     header = ["account", "keyName", "value"] if column else ["keyName", "value"]
     cells = [[account, key, value] if column else [key, value] for key, value, account in rows]
-    plain = _csv(header, cells)
-    general = _csv([*header, "id"], [[*row, ""] for row in cells])
+    plain = csv_text(header, cells)
+    general = csv_text([*header, "id"], [[*row, ""] for row in cells])
     assert _loaded(plain, defaults, override, shard) == _loaded(general, defaults, override, shard)

@@ -8,8 +8,6 @@ of a name, and is not shown.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +22,7 @@ from bulk_secrets.manifest import load_manifests, yaml_format
 from bulk_secrets.manifest.document import Problems, redact
 from bulk_secrets.naming import account_id_problem, key_name_problem, secret_id_problem
 
-from .helpers import CANARY
+from .helpers import CANARY, csv_text
 
 
 def _problems(path: Path, text: str, **options: object) -> list[Problem]:
@@ -330,13 +328,9 @@ def _json(entries: list[dict[str, str]]) -> str:
 
 
 def _csv(entries: list[dict[str, str]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
     columns = list(dict.fromkeys(k for e in entries for k in e))
-    writer.writerow(columns)
-    for entry in entries:
-        writer.writerow([entry.get(c, "") for c in columns])
-    return out.getvalue()
+    rows = [[entry.get(c, "") for c in columns] for entry in entries]
+    return csv_text(columns, rows, lineterminator="\r\n")
 
 
 def _dotenv(entries: list[dict[str, str]]) -> str:

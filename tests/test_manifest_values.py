@@ -16,7 +16,7 @@ from bulk_secrets.emulator import EmulatorConfig, running_emulator
 from bulk_secrets.manifest import load_manifest, load_manifests
 from bulk_secrets.provision import apply_secrets
 
-from .helpers import API_KEY, credentials, options
+from .helpers import API_KEY, credentials, csv_text, options
 
 pytestmark = pytest.mark.anyio
 
@@ -61,11 +61,7 @@ def _json(values: dict[str, str]) -> str:
 
 
 def _csv(values: dict[str, str]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["keyName", "value"])
-    writer.writerows(values.items())
-    return out.getvalue()
+    return csv_text(["keyName", "value"], values.items())
 
 
 def _dotenv(values: dict[str, str]) -> str:
