@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+import bulk_secrets.manifest as manifest_module
 from bulk_secrets.errors import ManifestChanged, ManifestError, Problem, UsageError
 from bulk_secrets.manifest import MAX_VALUE_BYTES, load_manifest, load_manifests, yaml_format
 
@@ -365,3 +366,26 @@ def test_an_environment_variable_that_is_not_utf8_is_refused_by_name(
         ),
         (4, "environment variable BULK_SECRETS_TEST_NOT_UTF8 is not UTF-8 text"),
     ]
+
+
+def test_a_csv_of_more_accounts_than_the_check_remembers_is_read_right(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check remembers where the plain rows of so many accounts go, no more: past that, a
+    row of another account is checked in full, and goes where it should all the same."""
+    monkeypatch.setattr(manifest_module, "_REMEMBERED", 3)
+    checkers: list[Any] = []
+
+    class Watched(manifest_module._Checker):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            checkers.append(self)
+
+    monkeypatch.setattr(manifest_module, "_Checker", Watched)
+    path = tmp_path / "m.csv"
+    rows = [f"acct-{n % 10},KEY_{n},v{n}\n" for n in range(40)]
+    path.write_text("account,keyName,value\n" + "".join(rows))
+    manifest = load_manifest(path)
+    found = [(spec.account, spec.key_name, spec.location) for spec in manifest.specs()]
+    assert found == [(f"acct-{n % 10}", f"KEY_{n}", f"{path}:{n + 2}") for n in range(40)]
+    assert checkers and all(len(checker._plain) <= 3 for checker in checkers)
