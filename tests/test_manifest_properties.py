@@ -6,13 +6,14 @@ import io
 import os
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulk_secrets.errors import ManifestError, Problem
-from bulk_secrets.manifest import _PLAIN_KEY_NAME, FORMATS, load_manifests
+from bulk_secrets.manifest import _PLAIN_KEY_NAME, FORMATS, csv_format, load_manifests
 from bulk_secrets.naming import key_name_problem, secret_id_for, secret_id_problem
 from bulk_secrets.sharding import Shard
 
@@ -128,13 +129,17 @@ ANY_ROWS = st.lists(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=SOUND_ROWS | ANY_ROWS,
     column=st.booleans(),
     defaults=st.sampled_from([[], ["a"], ["a", "b", "c"]]),
     override=st.sampled_from([None, ["a"], ["z"]]),
     shard=st.sampled_from([None, Shard(1, 2), Shard(2, 2)]),
+    block=st.sampled_from([1, 4, 9, 8192]),
+    line_end=st.sampled_from(["\n", "\r\n"]),
+    blank=st.none() | st.integers(0, 8),
+    last_line_end=st.booleans(),
 )
 def test_a_plain_csv_row_is_checked_as_any_other(
     rows: list[tuple[str, str, str]],
@@ -142,13 +147,27 @@ def test_a_plain_csv_row_is_checked_as_any_other(
     defaults: list[str],
     override: list[str] | None,
     shard: Shard | None,
+    block: int,
+    line_end: str,
+    blank: int | None,
+    last_line_end: bool,
 ) -> None:
-    """A row under a header of keyName, value and perhaps account takes a shortcut through the
-    check (a ``PlainRow``); under a header with an ``id`` column left empty, the same row does
-    not. What the two give (specs, what the accounts given leave out, warnings, problems with
-    their lines and columns) must be the same."""
+    """Rows under a header of keyName, value and perhaps account take shortcuts through the
+    reader and the check: read ``block`` characters at a time, lines of plain rows become a
+    ``PlainBlock`` checked at once, and others a ``PlainRow`` each. Under a header with an
+    ``id`` column left empty, the same rows take neither. What the two give (specs, what the
+    accounts given leave out, warnings, problems with their lines and columns) must be the
+    same, whatever the line ends, a blank line among the rows, or none after the last."""
     header = ["account", "keyName", "value"] if column else ["keyName", "value"]
     cells = [[account, key, value] if column else [key, value] for key, value, account in rows]
-    plain = csv_text(header, cells)
-    general = csv_text([*header, "id"], [[*row, ""] for row in cells])
-    assert _loaded(plain, defaults, override, shard) == _loaded(general, defaults, override, shard)
+    general_cells = [[*row, ""] for row in cells]
+    if blank is not None:  # a blank line: a record of no field, which is ignored
+        cells.insert(min(blank, len(cells)), [])
+        general_cells.insert(min(blank, len(general_cells)), [])
+    plain = csv_text(header, cells, lineterminator=line_end)
+    general = csv_text([*header, "id"], general_cells, lineterminator=line_end)
+    if not last_line_end:
+        plain, general = plain.removesuffix(line_end), general.removesuffix(line_end)
+    with mock.patch.object(csv_format, "_BLOCK", block):
+        shortcut = _loaded(plain, defaults, override, shard)
+    assert shortcut == _loaded(general, defaults, override, shard)

@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
+import operator
 import os
 import re
 import stat
 import sys
 import time
 from array import array
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 from ..errors import ManifestChanged, ManifestError, Problem, UsageError
 from ..models import SecretSpec, SecretValue, Target
@@ -51,6 +54,7 @@ from .document import (
     FromFile,
     Header,
     Inline,
+    PlainBlock,
     PlainRow,
     Problems,
     RawEntry,
@@ -243,9 +247,12 @@ class Manifest:
         out = Problems(self.name, quiet=True)
         document = self._document(out)
         checker = _Checker(self, document.header, out)
-        check = checker.check
+        check, check_block = checker.check, checker.check_block
         try:
             for raw in document.entries:
+                if isinstance(raw, PlainBlock):
+                    yield from check_block(raw)
+                    continue
                 entry = check(raw)
                 if entry is not None:
                     yield entry
@@ -301,6 +308,18 @@ class Manifest:
         entries = count = excluded = 0
         try:
             for raw in document.entries:
+                if isinstance(raw, PlainBlock):  # rows of the largest manifests, counted together
+                    block = checker.check_block(raw)
+                    if kept is not None:
+                        if entries + len(block) <= keep:
+                            kept += block
+                        else:
+                            kept = None
+                    entries += len(block)
+                    found, left_out = _register(block, ids, per_account)
+                    count += found
+                    excluded += left_out
+                    continue
                 entry = check(raw)
                 if entry is None:
                     continue
@@ -429,7 +448,10 @@ _NONE: tuple[str, ...] = ()
 # A keyName that is valid and gives a valid secret id (a letter first, at most 63 characters):
 # what ``key_name_problem`` and ``secret_id_problem`` of its id would find nothing wrong with,
 # checked with one match instead of two functions (tests hold the two to agree).
-_PLAIN_KEY_NAME = re.compile(rf"[A-Za-z][A-Za-z0-9_]{{0,{MAX_ID_LENGTH - 1}}}")
+_PLAIN = rf"[A-Za-z][A-Za-z0-9_]{{0,{MAX_ID_LENGTH - 1}}}"
+_PLAIN_KEY_NAME = re.compile(_PLAIN)
+_PLAIN_KEY_NAMES = re.compile(rf"(?:{_PLAIN}\n)*{_PLAIN}")  # a block's, joined by line ends
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 # Distinct account tuples a checker remembers what it found for (a manifest names few).
 _REMEMBERED = 4096
 
@@ -521,6 +543,60 @@ class _Checker:
         if raw.tabular and raw.accounts is not None and not warned:
             self._remember_plain(raw.accounts, accounts, excluded)
         return (raw.line, key_name, secret_id, raw.source, accounts, excluded)
+
+    def check_block(self, block: PlainBlock) -> list[_Checked]:
+        """The block's rows checked, as :meth:`check` checks each one: those of an account
+        whose plain rows are known to go somewhere (see ``_plain``) at once, a few calls for
+        the lot; each other row (its account's first, or one with a problem) alone."""
+        key_names, values, line = block.key_names, block.values, block.line
+        joined = "\n".join(key_names)
+        if not _PLAIN_KEY_NAMES.fullmatch(joined):  # some keyName has a problem, or is unusual
+            return [entry for entry in map(self.check, block.rows()) if entry is not None]
+        secret_ids = secret_id_for(joined).split("\n")
+        count, plain = len(key_names), self._plain
+        if block.accounts is None:
+            goes = plain.get("")
+            if goes is None:  # no accounts to go to: each row is reported
+                return [entry for entry in map(self.check, block.rows()) if entry is not None]
+            return list(
+                zip(
+                    range(line, line + count),
+                    key_names,
+                    secret_ids,
+                    values,
+                    itertools.repeat(goes[0], count),
+                    itertools.repeat(goes[1], count),
+                    strict=True,
+                )
+            )
+        accounts = block.accounts
+        where = list(map(plain.get, accounts))  # None: an account met for the first time
+        checked: list[_Checked] = []
+        start = 0
+        while start < count:
+            try:
+                end = where.index(None, start)
+            except ValueError:
+                end = count
+            if end > start:
+                known = cast(list[tuple[tuple[str, ...], tuple[str, ...]]], where[start:end])
+                checked += zip(
+                    range(line + start, line + end),
+                    key_names[start:end],
+                    secret_ids[start:end],
+                    values[start:end],
+                    map(_FIRST, known),
+                    map(_SECOND, known),
+                    strict=True,
+                )
+            if end < count:
+                entry = self.check((line + end, key_names[end], values[end], accounts[end]))
+                if entry is not None:
+                    checked.append(entry)
+                if accounts[end] in plain:  # remembered: its other rows are known now
+                    where[end + 1 :] = map(plain.get, accounts[end + 1 :])
+            start = end + 1
+        return checked
 
     def _remember_plain(
         self, own: tuple[str, ...], accounts: tuple[str, ...], excluded: tuple[str, ...]
@@ -716,6 +792,12 @@ class _IdRegistry:
         key = hash((account, secret_id))
         self._buckets[key & (self._BUCKETS - 1)].append(key)
 
+    def add_many(self, accounts: Iterable[str], secret_ids: Iterable[str]) -> None:
+        """:meth:`add` each pair of the two, the pairs hashed in C."""
+        buckets, mask = self._buckets, self._BUCKETS - 1
+        for key in map(hash, zip(accounts, secret_ids, strict=True)):
+            buckets[key & mask].append(key)
+
     def clashes(self) -> set[int]:
         """The hashes added more than once."""
         found: set[int] = set()
@@ -728,6 +810,30 @@ class _IdRegistry:
                     found.add(key)
                 seen.add(key)
         return found
+
+
+def _register(
+    block: list[_Checked], ids: _IdRegistry, per_account: dict[str, int]
+) -> tuple[int, int]:
+    """Register the ids of a block's entries and count them by account, as the first pass does
+    entry by entry; how many (secret, account) pairs they go to, and how many are left out."""
+    if not block:
+        return 0, 0
+    _, _, secret_ids, _, goes, left_out = zip(*block, strict=True)
+    excluded = sum(map(len, left_out))
+    if set(map(len, goes)) == {1}:  # each to one account: the usual case, counted in C
+        accounts = list(map(_FIRST, goes))
+        ids.add_many(accounts, secret_ids)
+        for account, count in Counter(accounts).items():
+            per_account[account] = per_account.get(account, 0) + count
+        return len(block), excluded
+    count = 0
+    for accounts, secret_id in zip(goes, secret_ids, strict=True):
+        for account in accounts:
+            ids.add(account, secret_id)
+            per_account[account] = per_account.get(account, 0) + 1
+        count += len(accounts)
+    return count, excluded
 
 
 def _clash_problems(manifests: Iterable[Manifest], clashes: set[int]) -> list[Problem]:

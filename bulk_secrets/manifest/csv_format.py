@@ -15,9 +15,10 @@ whose fields must then be empty, and rows with no field filled (``,,``), which a
 from __future__ import annotations
 
 import csv
+import io
 import itertools
-from collections.abc import Iterator
-from typing import Protocol, TextIO
+from collections.abc import Generator, Iterator
+from typing import NamedTuple, Protocol, TextIO
 
 from .document import (
     SOURCE_FIELDS,
@@ -26,6 +27,7 @@ from .document import (
     FromFile,
     Header,
     Inline,
+    PlainBlock,
     PlainRow,
     Problems,
     RawEntry,
@@ -41,6 +43,8 @@ _DELIMITER_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs"}
 # a field is read up to this many characters, or the value size limit if that is larger, so
 # that a value over the limit is reported with its size.
 _FIELD_LIMIT = 64 * 1024 * 1024
+# How many characters a block of rows is read in: as many as the io module decodes at a time.
+_BLOCK = 8192
 # How much of the first line is read again to see whether another delimiter makes it a header.
 _SAMPLE = 4096
 
@@ -80,7 +84,8 @@ def read(
     del first
     if not _header_ok(names, out):
         return Document(Header(), iter(()))
-    return Document(Header(), _rows(reader, names, width, max_value_bytes, out))
+    layout = _Layout.of(names, width, max_value_bytes)
+    return Document(Header(), _rows(reader, stream, layout, delimiter, out))
 
 
 def _other_delimiter(first: str, delimiter: str, out: Problems) -> bool:
@@ -138,37 +143,151 @@ def _header_ok(names: list[str], out: Problems) -> bool:
     return ok
 
 
-def _rows(
-    reader: _Reader, names: list[str], width: int, max_value_bytes: int, out: Problems
-) -> Iterator[RawEntry | PlainRow]:
-    """The records, each with as many fields as the header has columns: with or without the
-    trailing ones that have no name, which must be empty.
+class _Layout(NamedTuple):
+    """Where a header puts each column, worked out once for every row."""
 
-    This runs once per row of the largest manifests: the columns are found once, and a row
-    of as many fields as the header names (the common case) is checked no further. Under a
-    header of keyName, value and perhaps account, such a row with a keyName and a value that
-    cannot be over ``max_value_bytes`` is a :data:`PlainRow`."""
-    plain_chars = chars_within(max_value_bytes)
-    at = {name: index for index, name in enumerate(names)}
-    source = next(name for name in SOURCE_FIELDS if name in at)
-    key_at, value_at = at["keyName"], at[source]
-    account_at, id_at = at.get("account"), at.get("id")
+    named: int  # columns with a name
+    width: int  # with the trailing cells that have no name
+    key_at: int
+    value_at: int
+    account_at: int | None
+    id_at: int | None
+    source: str
+    plain_chars: int  # a value this long cannot be over the size limit
+
+    @classmethod
+    def of(cls, names: list[str], width: int, max_value_bytes: int) -> _Layout:
+        at = {name: index for index, name in enumerate(names)}
+        source = next(name for name in SOURCE_FIELDS if name in at)
+        return cls(
+            len(names),
+            width,
+            at["keyName"],
+            at[source],
+            at.get("account"),
+            at.get("id"),
+            source,
+            chars_within(max_value_bytes),
+        )
+
+    @property
+    def plain(self) -> bool:
+        """Whether a row may be plain: an inline value, and no id column."""
+        return self.source == "value" and self.id_at is None
+
+
+Entries = Iterator[RawEntry | PlainRow | PlainBlock]
+
+
+def _rows(
+    reader: _Reader, stream: TextIO, layout: _Layout, delimiter: str, out: Problems
+) -> Entries:
+    """The records after the header: in blocks where the header allows plain rows and has no
+    cell without a name, else one by one."""
+    if layout.plain and layout.width == layout.named:
+        yield from _blocks(stream, reader.line_num + 1, layout, delimiter, out)
+    else:
+        yield from _records(reader, 0, layout, out)
+
+
+def _blocks(stream: TextIO, line: int, layout: _Layout, delimiter: str, out: Problems) -> Entries:
+    """The records from ``line`` on, read ``_BLOCK`` characters at a time, cut after a line's
+    end. A piece of plain rows (no quote, each line a record of as many fields as the header
+    names: see :func:`_plain_block`) is one :class:`PlainBlock`; any other piece goes through
+    the csv module, line by line, and from a piece with a quote on, the rest of the file does
+    (a quoted field may hold line ends). A piece that cannot be decoded is reported at its
+    first line: up to a block before where reading failed."""
+    rest = ""  # the start of a line cut at the block's end
+    while True:
+        try:
+            data = stream.read(_BLOCK)
+            text = rest + data
+            cut = text.rfind("\n") + 1
+            if not cut and data:  # no line ends in the block: read to the end of the line
+                text += stream.readline()
+                cut = len(text)
+        except UnicodeDecodeError as exc:
+            out.error(line, _why(exc))
+            return
+        if not text:
+            return
+        if data:
+            text, rest = text[:cut], text[cut:]
+        else:  # the end of the file: the last line may have no line end
+            rest = ""
+        block = _plain_block(text, line, layout, delimiter)
+        if block is not None:
+            yield block
+            line += len(block.key_names)
+            continue
+        if '"' in text:  # from here on, record by record
+            lines = itertools.chain(io.StringIO(text, newline=""), _lines_on(rest, stream))
+            reader = csv.reader(lines, strict=True, delimiter=delimiter)
+            yield from _records(reader, line - 1, layout, out)
+            return
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True, delimiter=delimiter)
+        if (yield from _records(reader, line - 1, layout, out)):
+            return
+        line += reader.line_num
+
+
+def _lines_on(start: str, stream: TextIO) -> Iterator[str]:
+    """The lines of ``stream`` from a line that begins with ``start``, read already."""
+    if start:
+        yield start + stream.readline()
+    yield from stream
+
+
+def _plain_block(text: str, line: int, layout: _Layout, delimiter: str) -> PlainBlock | None:
+    """The lines of ``text`` as one block, if every one is a plain row; else None."""
+    if '"' in text:
+        return None
+    if "\r" in text:  # lines that end in CR LF, as spreadsheets write them, and no other CR
+        if text.count("\r") != text.count("\r\n"):
+            return None
+        text = text.replace("\r\n", "\n")
+    if text.endswith("\n"):
+        text = text[:-1]
+    lines = text.split("\n")
+    named = layout.named
+    if set(map(str.count, lines, itertools.repeat(delimiter))) != {named - 1}:
+        return None  # a line of more or fewer fields, or an empty one
+    fields = text.replace(delimiter, "\n").split("\n")
+    key_names, values = fields[layout.key_at :: named], fields[layout.value_at :: named]
+    sizes = list(map(len, values))
+    if not all(key_names) or min(sizes) == 0 or max(sizes) > layout.plain_chars:
+        return None
+    account_at = layout.account_at
+    accounts = None if account_at is None else fields[account_at::named]
+    return PlainBlock(line, key_names, list(map(Inline, values)), accounts)
+
+
+def _records(
+    reader: _Reader, offset: int, layout: _Layout, out: Problems
+) -> Generator[RawEntry | PlainRow, None, bool]:
+    """The records ``reader`` reads, ``offset`` lines into the file, each with as many fields
+    as the header has columns: with or without the trailing ones that have no name, which must
+    be empty. True when reading stopped at a problem (reported).
+
+    A row of as many fields as the header names (the common case) is checked no further.
+    Under a header of keyName, value and perhaps account, such a row with a keyName and a value
+    that cannot be over the size limit is a :data:`PlainRow`."""
+    named, width, key_at, value_at, account_at, id_at, source, plain_chars = layout
     inline, from_env = source == "value", source == "fromEnv"
-    plain = inline and id_at is None
-    named = len(names)
-    start = reader.line_num + 1
+    plain = layout.plain
+    start = offset + reader.line_num + 1
     while True:
         try:
             row = next(reader, None)
         except (csv.Error, UnicodeDecodeError) as exc:
             out.error(start, _why(exc))
-            return
+            return True
         if row is None:
-            return
+            return False
         if plain and len(row) == named and row[key_at] and 0 < len(row[value_at]) <= plain_chars:
             account = row[account_at] if account_at is not None else ""
             yield (start, row[key_at], Inline(row[value_at]), account)  # the usual row
-            start = reader.line_num + 1
+            start = offset + reader.line_num + 1
             continue
         if len(row) != named and any(row):  # more or fewer fields than the header names
             if not named <= len(row) <= width:
@@ -192,7 +311,7 @@ def _rows(
                 (account,) if account else None,
                 True,  # tabular
             )
-        start = reader.line_num + 1
+        start = offset + reader.line_num + 1
 
 
 def _fields(count: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -104,6 +105,33 @@ def chars_within(max_bytes: int) -> int:
 PlainRow = tuple[int, str, Inline, str]
 
 
+class PlainBlock:
+    """Consecutive CSV rows of a keyName, a value and perhaps an account, read at once from a
+    file whose lines hold no quotes: each row one line from ``line`` on, with a keyName and a
+    value that is not empty and too short to be over the size limit. The loader checks them
+    together, in a few calls for the whole block (see :func:`rows` for the rows one by one).
+    Its repr counts the rows and shows none of them."""
+
+    __slots__ = ("accounts", "key_names", "line", "values")
+
+    def __init__(
+        self, line: int, key_names: list[str], values: list[Inline], accounts: list[str] | None
+    ) -> None:
+        self.line = line
+        self.key_names = key_names
+        self.values = values
+        self.accounts = accounts  # None: the header has no account column
+
+    def rows(self) -> Iterator[PlainRow]:
+        count = len(self.key_names)
+        accounts = self.accounts or itertools.repeat("", count)
+        lines = range(self.line, self.line + count)
+        return zip(lines, self.key_names, self.values, accounts, strict=True)
+
+    def __repr__(self) -> str:
+        return f"PlainBlock(line={self.line}, rows={len(self.key_names)})"
+
+
 def as_raw_entry(entry: RawEntry | PlainRow) -> RawEntry:
     """The entry as a :class:`RawEntry`: a :data:`PlainRow` is a CSV row (``tabular``)."""
     if isinstance(entry, RawEntry):
@@ -132,7 +160,7 @@ class Document:
     once the entries are read or abandoned (the loader closes the file there)."""
 
     header: Header
-    entries: Iterator[RawEntry | PlainRow]
+    entries: Iterator[RawEntry | PlainRow | PlainBlock]
     close: Callable[[], None] = _nothing
 
 
