@@ -10,6 +10,11 @@ names that delimiter.
 
 What spreadsheets add is accepted: trailing header cells with no name (``keyName,value,``),
 whose fields must then be empty, and rows with no field filled (``,,``), which are ignored.
+
+The rows of the largest manifests (a keyName, an inline value, perhaps an account) are read in
+blocks, split by ``str`` methods instead of the csv module where a piece of the file has no
+quote; what each block holds is exactly what the csv module would have read (a property test
+compares the two).
 """
 
 from __future__ import annotations
