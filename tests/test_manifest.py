@@ -95,12 +95,15 @@ def test_second_pass_reads_the_file_again_past_the_keep_limit(
 
 
 @pytest.mark.parametrize("limit", [0, 1000, 50_000], ids=["read-again", "part-kept", "kept"])
+@pytest.mark.parametrize("gathered", [65536, 700], ids=["gathered", "spread"])
 def test_every_duplicate_id_of_a_large_manifest_is_named_with_its_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int, gathered: int
 ) -> None:
     """Ids are kept as hashes and compared once, at the end: each entry whose id an earlier
-    one took in the same account is still named, with the line of the first, across files."""
+    one took in the same account is still named, with the line of the first, across files,
+    whether the hashes stayed gathered in one array or were spread over buckets."""
     monkeypatch.setattr(manifest_module, "KEEP_LIMIT", limit)
+    monkeypatch.setattr(manifest_module._IdRegistry, "_GATHERED", gathered)
     first, second = tmp_path / "a.csv", tmp_path / "b.csv"
     rows = [f"K_{i},v{i}\n" for i in range(5000)]
     rows[3000] = "K_7,again\n"  # line 3002: K_7 is on line 9

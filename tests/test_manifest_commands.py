@@ -410,3 +410,27 @@ def test_the_cli_refuses_commands_unless_allowed(
     assert f"{path}:3: error: fromCommand runs a program: pass --allow-commands" in err
     assert CANARY not in out + err
     assert not runs.exists()
+
+
+@pytest.mark.parametrize("at_once", [1, 3, 256])
+def test_each_command_value_goes_to_its_own_entry_among_inline_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at_once: int
+) -> None:
+    """Specs are made a few entries at a time, in C where every one of them is inline; a value
+    printed by a command still goes to its own entry, whichever group it falls in."""
+    monkeypatch.setattr(manifest_module, "_SPECS_AT_ONCE", at_once)
+    lines = ["accounts: [acct-a]", "secrets:"]
+    for i in range(8):
+        if i % 3 == 1:
+            argv = json.dumps(_python(f"print('from-command-{i}')"))
+            lines.append(f"  - {{keyName: K_{i}, fromCommand: {argv}}}")
+        else:
+            lines.append(f"  - {{keyName: K_{i}, value: inline-{i}}}")
+    path = tmp_path / "m.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    manifests = load_manifests([str(path)], allow_commands=True)
+    specs = [(s.key_name, s.location, s.value.reveal()) for s in manifests.specs()]
+    assert specs == [
+        (f"K_{i}", f"{path}:{i + 3}", f"from-command-{i}" if i % 3 == 1 else f"inline-{i}")
+        for i in range(8)
+    ]

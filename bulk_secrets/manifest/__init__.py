@@ -172,19 +172,42 @@ class Manifest:
         return dict(self._accounts)
 
     def specs(self) -> Iterator[SecretSpec]:
-        """Every secret for every account it goes to, reading values as it goes."""
-        name = self.name
-        for index, (line, key_name, secret_id, source, accounts, _) in enumerate(self._checked()):
+        """Every secret for every account it goes to, reading values as it goes.
+
+        The entries are taken ``_SPECS_AT_ONCE`` at a time: where each of them has its value
+        inline and goes to one account (the usual case), their specs are made in C, with no
+        Python line run per secret."""
+        prefix = f"{self.name}:"
+        entries, index = iter(self._checked()), 0
+        while some := list(itertools.islice(entries, _SPECS_AT_ONCE)):
+            lines, key_names, secret_ids, sources, goes, _ = zip(*some, strict=True)
+            if set(map(type, sources)) == {Inline} and set(map(len, goes)) == {1}:
+                yield from map(
+                    SecretSpec,
+                    map(_FIRST, goes),
+                    key_names,
+                    secret_ids,
+                    map(prefix.__add__, map(str, lines)),
+                    sources,
+                )
+            else:
+                yield from self._specs_of(some, index)
+            index += len(some)
+
+    def _specs_of(self, entries: list[_Checked], index: int) -> Iterator[SecretSpec]:
+        """The specs of checked entries, one at a time; ``index`` is the first one's."""
+        for line, key_name, secret_id, source, accounts, _ in entries:
+            index += 1
             if source is None:
                 continue  # never met: a manifest with such an entry is rejected
             if not accounts:
                 continue  # none of its accounts is targeted: no value is needed
-            location = f"{name}:{line}"
-            if type(source) is Inline:  # by position: the usual case, once per secret
+            location = f"{self.name}:{line}"
+            if type(source) is Inline:  # by position
                 for account in accounts:
                     yield SecretSpec(account, key_name, secret_id, location, source)
                 continue
-            value, described = self._value(source, index), _describe(source)
+            value, described = self._value(source, index - 1), _describe(source)
             for account in accounts:
                 yield SecretSpec(account, key_name, secret_id, location, value, source=described)
 
@@ -452,6 +475,7 @@ _PLAIN = rf"[A-Za-z][A-Za-z0-9_]{{0,{MAX_ID_LENGTH - 1}}}"
 _PLAIN_KEY_NAME = re.compile(_PLAIN)
 _PLAIN_KEY_NAMES = re.compile(rf"(?:{_PLAIN}\n)*{_PLAIN}")  # a block's, joined by line ends
 _FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
+_SPECS_AT_ONCE = 256  # checked entries that ``Manifest.specs`` looks at together
 # Distinct account tuples a checker remembers what it found for (a manifest names few).
 _REMEMBERED = 4096
 
@@ -778,34 +802,51 @@ def _kind_problem(mode: int) -> str:
 class _IdRegistry:
     """Which (account, secret id) pairs are taken, kept as 64-bit hashes: 8 bytes each.
 
-    The hashes go into ``array('q')`` buckets (by their low bits) as they come, and the
-    duplicates are looked for once, at the end (:meth:`clashes`), one bucket at a time: a set
-    of every hash would cost ten times the memory. A hash met twice may be two different pairs
-    that hash alike: :func:`_clash_problems` compares the pairs themselves."""
+    The hashes gather in one ``array('q')``; past ``_GATHERED`` of them, they go into 256
+    arrays by their low bits, and the duplicates are looked for once, at the end
+    (:meth:`clashes`), one of those at a time: a set of every hash would cost ten times the
+    memory. Until then a manifest's hashes are never gone over in Python: the set of them all
+    is small. A hash met twice may be two different pairs that hash alike:
+    :func:`_clash_problems` compares the pairs themselves."""
 
     _BUCKETS = 256  # a power of two: a hash's bucket is its low bits
+    _GATHERED = 65536  # at most 4 MiB or so for the set of them at the end
 
     def __init__(self) -> None:
-        self._buckets = [array("q") for _ in range(self._BUCKETS)]
+        self._gathered = array("q")
+        self._buckets: list[array[int]] = []  # made when first needed
 
     def add(self, account: str, secret_id: str) -> None:
-        key = hash((account, secret_id))
-        self._buckets[key & (self._BUCKETS - 1)].append(key)
+        gathered = self._gathered
+        gathered.append(hash((account, secret_id)))
+        if len(gathered) >= self._GATHERED:
+            self._spread()
 
     def add_many(self, accounts: Iterable[str], secret_ids: Iterable[str]) -> None:
-        """:meth:`add` each pair of the two, the pairs hashed in C."""
+        """:meth:`add` each pair of the two, in C."""
+        self._gathered.extend(map(hash, zip(accounts, secret_ids, strict=True)))
+        if len(self._gathered) >= self._GATHERED:
+            self._spread()
+
+    def _spread(self) -> None:
+        """Move the hashes gathered into the buckets."""
+        if not self._buckets:
+            self._buckets = [array("q") for _ in range(self._BUCKETS)]
         buckets, mask = self._buckets, self._BUCKETS - 1
-        for key in map(hash, zip(accounts, secret_ids, strict=True)):
+        for key in self._gathered:
             buckets[key & mask].append(key)
+        self._gathered = array("q")
 
     def clashes(self) -> set[int]:
         """The hashes added more than once."""
+        if self._buckets:
+            self._spread()
         found: set[int] = set()
-        for bucket in self._buckets:
-            if len(set(bucket)) == len(bucket):
+        for keys in self._buckets or [self._gathered]:
+            if len(set(keys)) == len(keys):
                 continue
             seen: set[int] = set()
-            for key in bucket:
+            for key in keys:
                 if key in seen:
                     found.add(key)
                 seen.add(key)
