@@ -200,15 +200,18 @@ def _blocks(stream: TextIO, line: int, layout: _Layout, delimiter: str, out: Pro
     end. A piece of plain rows (no quote, each line a record of as many fields as the header
     names: see :func:`_plain_block`) is one :class:`PlainBlock`; any other piece goes through
     the csv module, line by line, and from a piece with a quote on, the rest of the file does
-    (a quoted field may hold line ends). A piece that cannot be decoded is reported at its
-    first line: up to a block before where reading failed."""
+    (a quoted field may hold line ends). A line longer than a block is one piece, handed to
+    the csv module as it is (a value over the limit is reported, with its size, by the check).
+    A piece that cannot be decoded is reported at its first line: up to a block before where
+    reading failed."""
     rest = ""  # the start of a line cut at the block's end
     while True:
         try:
             data = stream.read(_BLOCK)
             text = rest + data
             cut = text.rfind("\n") + 1
-            if not cut and data:  # no line ends in the block: read to the end of the line
+            long = not cut and bool(data)
+            if long:  # no line ends in the block: read to the end of the line
                 text += stream.readline()
                 cut = len(text)
         except UnicodeDecodeError as exc:
@@ -220,7 +223,7 @@ def _blocks(stream: TextIO, line: int, layout: _Layout, delimiter: str, out: Pro
             text, rest = text[:cut], text[cut:]
         else:  # the end of the file: the last line may have no line end
             rest = ""
-        block = _plain_block(text, line, layout, delimiter)
+        block = None if long else _plain_block(text, line, layout, delimiter)
         if block is not None:
             yield block
             line += len(block.key_names)
