@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Protocol, Self, TypeVar
 
 import anyio
+import anyio._backends._asyncio  # imported up front: see run_blocking
 
 from .client import SecretsClient
 from .clock import SYSTEM_CLOCK, Clock
@@ -390,6 +391,9 @@ def apply(
 def run_blocking(function: Callable[[], Awaitable[T]]) -> T:
     """Run ``function()`` to its end on a new event loop: asyncio (aiohttp needs it), on uvloop
     when it is installed (a dependency wherever it builds: not on Windows).
+
+    anyio imports its asyncio backend when a loop first starts: inside a run's own time,
+    whose clock starts at the manifests. This module imports it up front, with the rest.
 
     ``BULK_SECRETS_LOOP`` forces the loop: ``asyncio`` (asyncio's own) or ``uvloop``; unset
     or empty, uvloop when installed. Any other value, or ``uvloop`` when it is not installed,

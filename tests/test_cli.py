@@ -267,6 +267,34 @@ async def test_manifest_from_stdin(tmp_path: Path) -> None:
     assert CANARY not in result.stderr.decode() + report.read_text()
 
 
+async def test_a_run_with_no_terminal_never_imports_rich(tmp_path: Path) -> None:
+    """rich draws the progress on a terminal; a run from cron or CI (stderr a pipe) must not
+    pay for importing it (some 20 ms inside the run's own time)."""
+    result = await anyio.run_process(
+        [sys.executable, "-X", "importtime", "-m", "bulk_secrets", "apply", "-", "--format",
+         "dotenv", "--sandbox", "--report", str(tmp_path / "r.jsonl")],
+        input=b"A_KEY=one\n",
+        check=False,
+        env=cli_env(None),
+        cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.decode().splitlines()
+    imported = {line.rsplit("|", 1)[-1].strip() for line in lines if "import time:" in line}
+    assert {"aiohttp", "bulk_secrets.cli.progress"} <= imported  # the list is complete
+    assert not [name for name in imported if name.split(".")[0] == "rich"]
+
+
+async def test_what_the_loop_needs_is_imported_before_the_run_begins() -> None:
+    """anyio imports its backend when the loop starts: after the manifests are read, in the
+    run's own time. The package imports it up front, as part of start-up."""
+    code = "import sys, bulk_secrets; print(*sys.modules)"
+    result = await anyio.run_process([sys.executable, "-c", code], check=True, cwd=ROOT)
+    imported = result.stdout.decode().split()
+    assert "bulk_secrets.provision" in imported  # the list is complete
+    assert "anyio._backends._asyncio" in imported
+
+
 async def test_converges_through_every_fault_at_once(tmp_path: Path) -> None:
     """5xx, dropped connections and write-then-fail at 10% each, and 429 with Retry-After.
 

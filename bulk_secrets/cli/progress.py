@@ -213,12 +213,12 @@ class Progress(Observer):
     def draw(self) -> None:
         """Print the lines that came, above a new frame (from the drawer's thread, or at a
         phase)."""
-        from rich.text import Text
-
         with self._drawing:
             live = self._live
-            if live is None:
+            if live is None:  # nothing drawn (stderr is no terminal): rich is not even imported
                 return
+            from rich.text import Text
+
             lines = self._lines
             if lines:
                 taken = [lines.popleft() for _ in range(len(lines))]
