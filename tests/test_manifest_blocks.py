@@ -94,3 +94,23 @@ def test_bytes_that_are_not_utf8_are_reported_near_their_line(tmp_path: Path) ->
     assert problem.line is not None
     # A block is 8,192 characters, some 560 of these rows; the one before it may go unread.
     assert 1502 - 2 * 560 <= problem.line <= 1502
+
+
+@pytest.mark.parametrize("block", [5, 9, 11, 13, 30, 8192])
+def test_lines_that_end_in_a_lone_cr_are_read_as_the_csv_module_reads_them(block: int) -> None:
+    """Old Mac line ends among Unix ones, and a quote: whatever the block holds past its last
+    line end when the quote turns reading over to the csv module, each line is a record."""
+    text = 'keyName,value\nA,"1"\nB,2\rC,3\rD,4\nE,5\rF,6\n'
+    specs = []
+    for size in (block, 8192):
+        with mock.patch.object(csv_format, "_BLOCK", size):
+            loaded = load_manifests(["-"], format="csv", accounts=["acct"], stdin=io.StringIO(text))
+            specs.append([(s.key_name, s.location, s.value.reveal()) for s in loaded.specs()])
+    assert (
+        specs[0]
+        == specs[1]
+        == [
+            (key, f"<stdin>:{line}", value)
+            for line, (key, value) in enumerate(zip("ABCDEF", "123456", strict=True), start=2)
+        ]
+    )

@@ -240,9 +240,10 @@ def _blocks(stream: TextIO, line: int, layout: _Layout, delimiter: str, out: Pro
 
 
 def _lines_on(start: str, stream: TextIO) -> Iterator[str]:
-    """The lines of ``stream`` from a line that begins with ``start``, read already."""
+    """The lines of ``stream`` from a line that begins with ``start``, read already (which
+    may hold lines that end in a lone CR: they are split as the file's own lines are)."""
     if start:
-        yield start + stream.readline()
+        yield from io.StringIO(start + stream.readline(), newline="")
     yield from stream
 
 
