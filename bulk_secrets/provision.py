@@ -35,7 +35,6 @@ from types import TracebackType
 from typing import Protocol, Self, TypeVar
 
 import anyio
-import anyio._backends._asyncio  # imported up front: see run_blocking
 
 from .client import SecretsClient
 from .clock import SYSTEM_CLOCK, Clock
@@ -386,6 +385,12 @@ def apply(
             confirm=None if confirm is None else confirmed,
         )
     )
+
+
+# anyio imports its asyncio backend when a loop first starts (see run_blocking). The module is
+# anyio's own, not its API: should a release move it, the import is merely not done early.
+with contextlib.suppress(ImportError):
+    import anyio._backends._asyncio
 
 
 def run_blocking(function: Callable[[], Awaitable[T]]) -> T:

