@@ -33,7 +33,11 @@ def counting(counts: collections.Counter[str]) -> _Tracer:
 
     def tracer(frame: FrameType, event: str, arg: Any) -> _Tracer:
         code = frame.f_code
-        key = f"{code.co_name}\t{code.co_filename}"
+        name = code.co_name
+        if code.co_filename == "<string>" and "self" in frame.f_locals:
+            # A method made by exec (a dataclass's __init__): named by its class.
+            name = f"{type(frame.f_locals['self']).__qualname__}.{name}"
+        key = f"{name}\t{code.co_filename}"
         frame.f_trace_opcodes = True
 
         def local(frame: FrameType, event: str, arg: Any) -> _Tracer:

@@ -17,6 +17,10 @@ An account found not ready (its next slot, or a pause, still to come) waits in a
 time it may send, out of the turns, and rejoins them at that time: an account's ready time only
 moves later until it sends, so a take looks at the accounts that are ready, not at every
 account with work (1,000 accounts at 50/s each: 33 looked at per take before, about 1 now).
+
+While one account alone has steps queued or in flight (a run of one account, the usual case),
+it has no turns to take: it stays out of the tiers and the heap, and a take or a step's end
+only counts its steps in flight. When a second account comes, the first joins the turns.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class Scheduler:
         self._left = None if expected is None else dict(expected)  # specs not decided yet
         self._settled: deque[Step] = deque()  # steps the plan settled: no request
         self._accounts: dict[str, _Account] = {}  # accounts with steps queued or in flight
+        self._lone: _Account | None = None  # the only one of them, out of the turns
         # The accounts with steps queued, by steps in flight; each tier in turn order.
         self._tiers: dict[int, dict[str, _Account]] = {}
         # The accounts with steps queued that may not send yet, by when they may: (time, order).
@@ -114,6 +119,16 @@ class Scheduler:
             return self._settled.popleft()
         if self._to_list:
             return ListAccount(self._to_list.popleft())
+        lone = self._lone
+        if lone is not None:
+            if not lone.queue:
+                return math.inf if self._unlisted else None
+            wait = lone.rate.ready_at() - self._rates.now()
+            if wait > 0:
+                return wait
+            self._queued -= 1
+            lone.flying += 1
+            return lone.queue.popleft()
         tiers, later = self._tiers, self._later
         if not tiers and not later:
             return math.inf if self._unlisted else None
@@ -152,7 +167,12 @@ class Scheduler:
         if step.outcome is not None:
             return  # settled: never in flight
         account = self._accounts[step.target.account]
-        if account.waiting:  # it rejoins the turns at its new count
+        if account is self._lone:
+            account.flying -= 1
+            if not account.flying and not account.queue:
+                del self._accounts[account.name]
+                self._lone = None
+        elif account.waiting:  # it rejoins the turns at its new count
             account.flying -= 1
         elif account.queue:
             self._move(account, account.flying - 1)
@@ -171,6 +191,7 @@ class Scheduler:
         for specs in self._unlisted.values():
             yield from map(_undecided, specs)
         self._settled.clear()
+        self._lone = None
         self._tiers.clear()
         self._later.clear()
         self._unlisted.clear()
@@ -223,7 +244,15 @@ class Scheduler:
         account = self._accounts.get(name)
         if account is None:
             account = self._accounts[name] = _Account(name, self._rates.of(name))
-        if not account.queue and not account.waiting:  # back among those with work
+            lone = self._lone
+            if lone is not None:  # a second account: the first joins the turns
+                self._lone = None
+                if lone.queue:
+                    self._tiers.setdefault(lone.flying, {})[lone.name] = lone
+            elif len(self._accounts) == 1:
+                self._lone = account
+        if not account.queue and not account.waiting and account is not self._lone:
+            # back among those with work
             self._tiers.setdefault(account.flying, {})[name] = account
         account.queue.append(step)
 

@@ -211,3 +211,45 @@ async def test_what_waits_for_its_turn_is_still_remaining_when_the_run_ends() ->
         ("a", "K1"), ("a", "K2"), ("b", "K1"), ("b", "K2"),
     ]  # fmt: skip
     assert scheduler.take_now() is None
+
+
+async def test_a_lone_account_waits_for_its_slot() -> None:
+    """One account alone takes no turns, but its rate still paces it."""
+    clock = Clock()
+    rates = Rates(1.0, clock=clock)
+    scheduler = Scheduler(steps("a", 2), rates, window=8)
+    assert stepped(scheduler.take_now()).target.key_name == "K0"
+    rates.of("a").reserve(clock.now)
+    assert scheduler.take_now() == pytest.approx(1.0)
+    clock.now += 1.0
+    assert stepped(scheduler.take_now()).target.key_name == "K1"
+
+
+async def test_a_lone_accounts_steps_in_flight_count_when_a_second_account_comes() -> None:
+    """The newcomer, with no step in flight, goes before the first account's next step."""
+    scheduler = Scheduler(steps("a", 4) + steps("b", 4), Rates(0, clock=Clock()), window=4)
+    order = [stepped(scheduler.take_now()).target.account for _ in range(8)]  # none finishes
+    assert order == ["a", "b", "a", "b", "a", "b", "a", "b"]
+
+
+async def test_an_account_alone_again_after_the_others_is_forgotten_when_done() -> None:
+    """The lone account's steps end after a second account came and went: every step ends
+    once, and the scheduler forgets both accounts."""
+    scheduler = Scheduler(steps("a", 1) + steps("b", 1), Rates(0, clock=Clock()), window=1)
+    a = stepped(scheduler.take_now())
+    b = stepped(scheduler.take_now())  # b comes while a is in flight, its queue empty
+    assert (a.target.account, b.target.account) == ("a", "b")
+    assert scheduler.take_now() is None
+    scheduler.done(a)
+    scheduler.done(b)
+    assert list(scheduler.remaining()) == []
+    assert scheduler._accounts == {}
+
+
+async def test_a_lone_account_is_forgotten_when_its_last_step_ends() -> None:
+    scheduler = Scheduler(steps("a", 2), Rates(0, clock=Clock()), window=8)
+    first, second = stepped(scheduler.take_now()), stepped(scheduler.take_now())
+    scheduler.done(first)
+    assert list(scheduler._accounts) == ["a"]  # a step still in flight
+    scheduler.done(second)
+    assert scheduler._accounts == {}
