@@ -46,9 +46,10 @@ What it measures:
 5. **Peak RSS** (``--rss A,B,...``, off by default): ``apply`` of manifests of those row
    counts (on the last loop of ``--loops``), and the growth in bytes per row between sizes.
 
-Clients run with ``MALLOC_MMAP_THRESHOLD_=1048576``: asyncio's socket reads allocate a 256 KiB
-buffer each, which glibc would otherwise ``mmap`` and unmap every time, a cost that is the C
-library's, not the program's. The tool's loop is chosen with ``BULK_SECRETS_LOOP``, the bare
+Clients run with ``MALLOC_MMAP_THRESHOLD_=1048576`` and ``MALLOC_TRIM_THRESHOLD_=2097152``
+(``processes.MALLOC_ENV``): asyncio's socket reads allocate a 256 KiB buffer each, which glibc
+would otherwise ``mmap`` and unmap every time, and, with the first alone, take from the heap
+and give back with a ``brk`` pair every time; a cost that is the C library's, not the program's. The tool's loop is chosen with ``BULK_SECRETS_LOOP``, the bare
 loop's with its ``--loop``; the emulator runs on its default. This script imports only the
 standard library, so the RSS that Linux carries over into a child at ``exec`` is far below a
 client's.
@@ -172,6 +173,7 @@ def client_env(loop: str, tree: Path | None) -> dict[str, str]:
     env["FIREWORKS_API_KEY"] = API_KEY
     env["NO_PROXY"] = env["no_proxy"] = HOST
     env["MALLOC_MMAP_THRESHOLD_"] = "1048576"
+    env["MALLOC_TRIM_THRESHOLD_"] = "2097152"
     env["BULK_SECRETS_LOOP"] = loop
     env.pop("PYTHONPATH", None)
     if tree is not None:
