@@ -49,8 +49,9 @@ What it measures:
 Clients run with ``MALLOC_MMAP_THRESHOLD_=1048576`` and ``MALLOC_TRIM_THRESHOLD_=2097152``
 (``processes.MALLOC_ENV``): asyncio's socket reads allocate a 256 KiB buffer each, which glibc
 would otherwise ``mmap`` and unmap every time, and, with the first alone, take from the heap
-and give back with a ``brk`` pair every time; a cost that is the C library's, not the program's. The tool's loop is chosen with ``BULK_SECRETS_LOOP``, the bare
-loop's with its ``--loop``; the emulator runs on its default. This script imports only the
+and give back with a ``brk`` pair every time; a cost that is the C library's, not the
+program's. The tool's loop is chosen with ``BULK_SECRETS_LOOP``, the bare loop's with its
+``--loop``; the emulator runs on its default. This script imports only the
 standard library, so the RSS that Linux carries over into a child at ``exec`` is far below a
 client's.
 """

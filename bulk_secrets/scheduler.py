@@ -5,8 +5,8 @@ The run is read ahead by at most ``window`` items. An item is a step (settled by
 to carry out) or a spec still to decide. A spec of an account not listed yet waits, and the
 account's listing is handed to the next free worker; once it is done, the account's specs are
 decided by the plan and queue as steps. An account's listing is dropped when its last spec is
-decided (``expected`` says how many each account has), so memory grows with the accounts in the
-window, not with every account of the run.
+decided (``expected`` says how many each account has; a run of one account keeps its one
+listing), so memory grows with the accounts in the window, not with every account of the run.
 
 A free worker gets, in turn: a settled step (no request, nothing to wait for), a listing to
 start, or the head of the account that may send soonest (its rate and any Retry-After pause)
@@ -62,7 +62,9 @@ class Scheduler:
         self._rates = rates
         self._window = window
         self._plan = plan
-        self._left = None if expected is None else dict(expected)  # specs not decided yet
+        # Specs not decided yet, by account, so that a listing goes once its account's last spec
+        # is decided. Not counted for one account: its listing goes with the run.
+        self._left = None if expected is None or len(expected) < 2 else dict(expected)
         self._settled: deque[Step] = deque()  # steps the plan settled: no request
         self._accounts: dict[str, _Account] = {}  # accounts with steps queued or in flight
         self._lone: _Account | None = None  # the only one of them, out of the turns

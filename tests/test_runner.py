@@ -764,6 +764,9 @@ async def test_a_listing_is_dropped_once_its_accounts_last_secret_is_decided() -
     kept = Rig(FakeApi(listed={A: ["k1"]}))
     await kept.apply(specs, expected=False)  # not told how many: every listing is kept
     assert set(kept.plan.listings) == {A, B}
+    alone = Rig(FakeApi(listed={A: ["k1"]}))
+    await alone.apply([spec(A, "K1"), spec(A, "K2")])  # one account: its listing goes with the run
+    assert set(alone.plan.listings) == {A}
 
 
 async def test_an_account_that_cannot_be_listed_sends_nothing_and_the_others_go_on() -> None:
