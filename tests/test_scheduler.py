@@ -253,3 +253,14 @@ async def test_a_lone_account_is_forgotten_when_its_last_step_ends() -> None:
     assert list(scheduler._accounts) == ["a"]  # a step still in flight
     scheduler.done(second)
     assert scheduler._accounts == {}
+
+
+async def test_a_lone_accounts_queued_steps_are_remaining_when_the_run_ends() -> None:
+    """A run of one account stopped (a signal, the deadline) with steps queued and in flight:
+    the queued ones are handed back, so the report still names them."""
+    scheduler = Scheduler(steps("a", 5), Rates(0, clock=Clock()), window=4)
+    taken = stepped(scheduler.take_now())
+    left = [s.target.key_name for s in scheduler.remaining()]
+    assert taken.target.key_name not in left
+    assert left == ["K1", "K2", "K3", "K4"]
+    assert scheduler.take_now() is None
