@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import itertools
+import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -44,6 +46,7 @@ TOO_MANY = f"the listing went past {MAX_PAGES} pages or {MAX_LISTED} secrets"
 NOT_DELETED = "listed under a name that is not a valid secret id: not deleted"
 LISTED = "listed"  # the source of a target found in a listing
 LISTED_INVALID = "listed, under a name that is not a valid id"
+_SECRET_ID = operator.attrgetter("secret_id")
 
 
 @dataclass
@@ -106,6 +109,23 @@ class Plan:
             action, outcome, reason = settled
             return Step.settled(target, action, outcome, reason)
         return Step(target, UPDATE, fingerprint)
+
+    def creates(self, account: str, specs: Sequence[SecretSpec]) -> list[Step] | None:
+        """The steps of specs of ``account`` when each is a plain create (the account is
+        listed, holds none of them, and nothing else settles them), made in C; else None, and
+        each is for :meth:`decide`. What a run of new secrets takes for each one."""
+        listing = self.listings.get(account)
+        if (
+            listing is None
+            or listing.problem
+            or self.aborted
+            or self.stopped
+            or self.done is not None
+            or self.state is not None
+            or not listing.secrets.keys().isdisjoint(map(_SECRET_ID, specs))
+        ):
+            return None
+        return list(map(Step, specs, itertools.repeat(CREATE)))
 
     @property
     def to_delete(self) -> list[Step]:

@@ -28,9 +28,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import operator
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import anyio
 
@@ -76,7 +77,7 @@ class Scheduler:
         self._unlisted: dict[str, list[SecretSpec]] = {}  # specs waiting for a listing
         self._to_list: deque[str] = deque()  # listings no worker has taken yet
         self._queued = 0
-        self._exhausted = False
+        self._refill_at = window // 2  # read on when no more than this is queued
         self._waiting = anyio.Lock()
         self._listed = anyio.Event()  # set when a listing ends; made anew once seen
 
@@ -115,7 +116,8 @@ class Scheduler:
     def take_now(self) -> Work | float | None:
         """Work that may start now, else the seconds until some may (``inf``: until a listing
         ends), else None (no more)."""
-        self._fill()
+        if self._queued <= self._refill_at:
+            self._fill()
         if self._settled:
             self._queued -= 1
             return self._settled.popleft()
@@ -159,9 +161,10 @@ class Scheduler:
         """``account``'s listing (taken as :class:`ListAccount`) ended: decide its specs."""
         assert self._plan is not None
         self._plan.listings[account] = listing
-        for spec in self._unlisted.pop(account, ()):
-            self._queued -= 1
-            self._add(self._decide(spec))
+        specs = self._unlisted.pop(account, None)
+        if specs:
+            self._queued -= len(specs)
+            self._queue_decided(account, specs)
         self._listed.set()
 
     def done(self, step: Step) -> None:
@@ -203,46 +206,66 @@ class Scheduler:
             yield item if isinstance(item, Step) else _undecided(item)
 
     def _fill(self) -> None:
-        while not self._exhausted and self._queued < self._window:
-            item = next(self._items, None)
-            if item is None:
-                self._exhausted = True
-                return
-            if isinstance(item, Step):
-                self._add(item)
-                continue
-            account = item.account
-            if self._plan is not None and account in self._plan.listings:
-                self._add(self._decide(item))
-                continue
-            waiting = self._unlisted.get(account)
-            if waiting is None:
-                waiting = self._unlisted[account] = []
-                self._to_list.append(account)
-            waiting.append(item)
-            self._queued += 1
+        """Read the run ahead, up to ``window`` items (:meth:`take_now` calls it once half of
+        that is taken): a chunk at a time, so that a run of one account's specs is decided and
+        queued in one go, with no line of Python run per spec."""
+        chunk = list(itertools.islice(self._items, self._window - self._queued))
+        if not chunk:
+            self._refill_at = -1  # the run is read: never again
+            return
+        for kind, run in itertools.groupby(chunk, type):
+            if kind is SecretSpec:  # by account: a run of one account's specs in one go
+                for account, specs in itertools.groupby(
+                    cast("Iterator[SecretSpec]", run), _ACCOUNT
+                ):
+                    self._take_in(account, list(specs))
+            else:  # steps: excluded, deletions, a failed source's
+                for step in cast("Iterator[Step]", run):
+                    self._add(step)
 
-    def _decide(self, spec: SecretSpec) -> Step:
+    def _take_in(self, account: str, specs: list[SecretSpec]) -> None:
+        """Specs of one account, in order: decided now if it is listed, else waiting for its
+        listing (handed to the next free worker)."""
+        if self._plan is not None and account in self._plan.listings:
+            self._queue_decided(account, specs)
+            return
+        waiting = self._unlisted.get(account)
+        if waiting is None:
+            waiting = self._unlisted[account] = []
+            self._to_list.append(account)
+        waiting.extend(specs)
+        self._queued += len(specs)
+
+    def _queue_decided(self, account: str, specs: list[SecretSpec]) -> None:
+        """Decide specs of ``account`` (listed) by the plan, and queue their steps."""
         plan = self._plan
         assert plan is not None, "a spec to decide needs a plan"
-        step = plan.decide(spec)
+        creates = plan.creates(account, specs)
+        if creates is None:  # some of them are settled by the plan, or updates
+            for spec in specs:
+                self._add(plan.decide(spec))
+        else:  # all plain creates: in one go
+            self._queued += len(creates)
+            self._account(account).queue.extend(creates)
         left = self._left
         if left is not None:
-            account = spec.account
-            count = left.get(account, 0) - 1
+            count = left.get(account, 0) - len(specs)
             if count > 0:
                 left[account] = count
             else:  # its last spec: the listing has served
                 left.pop(account, None)
                 plan.listings.pop(account, None)
-        return step
 
     def _add(self, step: Step) -> None:
         self._queued += 1
         if step.outcome is not None:
             self._settled.append(step)
             return
-        name = step.target.account
+        self._account(step.target.account).queue.append(step)
+
+    def _account(self, name: str) -> _Account:
+        """``name``'s account, about to queue steps: made if new, back in the turns if it had
+        none queued."""
         account = self._accounts.get(name)
         if account is None:
             account = self._accounts[name] = _Account(name, self._rates.of(name))
@@ -256,7 +279,7 @@ class Scheduler:
         if not account.queue and not account.waiting and account is not self._lone:
             # back among those with work
             self._tiers.setdefault(account.flying, {})[name] = account
-        account.queue.append(step)
+        return account
 
     def _pop(self, account: _Account) -> Step:
         """The head of ``account``'s queue, now in flight."""
@@ -286,6 +309,9 @@ class Scheduler:
         del tier[account.name]
         if not tier:
             del self._tiers[account.flying]
+
+
+_ACCOUNT = operator.attrgetter("account")
 
 
 class _Account:

@@ -264,6 +264,47 @@ async def test_decide_creates_what_is_missing_and_applies_on_existing_to_the_res
     assert plan.decide(there) == Step(target=there, action=action, outcome=outcome, reason=reason)
 
 
+@pytest.mark.parametrize(
+    ("case", "creates"),
+    [
+        ("new secrets", True),
+        ("one of them listed", False),
+        ("an earlier run's record", False),
+        ("a state", False),
+        ("a listing that failed", False),
+        ("aborted", False),
+        ("not listed", False),
+    ],
+)
+async def test_creates_decides_a_run_of_new_secrets_in_one_go_and_nothing_else(
+    tmp_path: Path, case: str, creates: bool
+) -> None:
+    """``creates`` gives the steps ``decide`` would, made at once, only where each is a plain
+    create; in every other case it leaves them to ``decide``."""
+    specs = [spec(A, "K1"), spec(A, "K2"), spec(A, "K3")]
+    listings = {A: listing("OTHER")}
+    options: dict[str, object] = {}
+    if case == "one of them listed":
+        listings = {A: listing("OTHER", "K2")}
+    elif case == "an earlier run's record":
+        options["done"] = [(B, "k1")]
+    elif case == "a state":
+        options["state"] = State(tmp_path / "s.json", Credentials(SecretValue("fw-test-key")))
+    elif case == "a listing that failed":
+        listings = {A: Listing(problem="the listing failed")}
+    elif case == "aborted":
+        options["aborted"] = ABORTED
+    elif case == "not listed":
+        listings = {}
+    plan = plan_of(listings, **options)  # type: ignore[arg-type]
+    made = plan.creates(A, specs)
+    if creates:
+        assert made == [plan.decide(s) for s in specs]
+        assert {(step.action, step.outcome) for step in made} == {(Action.CREATE, None)}
+    else:
+        assert made is None
+
+
 async def test_decide_skips_what_an_earlier_run_did() -> None:
     plan = plan_of({A: listing("K1", "K2")}, done=[(A, "k1"), (B, "k2")])
     done, again = spec(A, "K1"), spec(A, "K2")

@@ -226,10 +226,12 @@ async def test_a_lone_account_waits_for_its_slot() -> None:
 
 
 async def test_a_lone_accounts_steps_in_flight_count_when_a_second_account_comes() -> None:
-    """The newcomer, with no step in flight, goes before the first account's next step."""
+    """The newcomer, with no step in flight, goes before the first account's next steps
+    until it has as many in flight."""
     scheduler = Scheduler(steps("a", 4) + steps("b", 4), Rates(0, clock=Clock()), window=4)
+    # The first read takes a's 4; half of them taken, the next read brings b's first 2.
     order = [stepped(scheduler.take_now()).target.account for _ in range(8)]  # none finishes
-    assert order == ["a", "b", "a", "b", "a", "b", "a", "b"]
+    assert order == ["a", "a", "b", "b", "a", "b", "a", "b"]
 
 
 async def test_an_account_alone_again_after_the_others_is_forgotten_when_done() -> None:
@@ -264,3 +266,33 @@ async def test_a_lone_accounts_queued_steps_are_remaining_when_the_run_ends() ->
     assert taken.target.key_name not in left
     assert left == ["K1", "K2", "K3", "K4"]
     assert scheduler.take_now() is None
+
+
+async def test_a_read_of_specs_and_steps_of_several_accounts_queues_each_once_in_order() -> None:
+    """One read ahead holding steps, then specs of two accounts, one listed already and one
+    not: every item comes out once, each account's in the run's order."""
+    plan = planned()
+    plan.listings["a"] = Listing(secrets={"k1": "K1"})  # a's K1 is there: settled (FAILED)
+    items: list[Step | SecretSpec] = [*steps("x", 2), *specs("a", 3), *specs("b", 2)]
+    items += specs("a", 5)[3:]
+    scheduler = Scheduler(items, Rates(0, clock=Clock()), window=100, plan=plan)
+    taken: list[tuple[str, str, Status | None]] = []
+    while (work := scheduler.take_now()) is not None:
+        if isinstance(work, ListAccount):
+            scheduler.listed(work.account, Listing())
+            continue
+        step = stepped(work)
+        taken.append((step.target.account, step.target.key_name, step.outcome))
+        scheduler.done(step)
+    assert sorted(taken) == sorted(
+        [("x", "K0", None), ("x", "K1", None), ("b", "K0", None), ("b", "K1", None)]
+        + [("a", f"K{i}", Status.FAILED if i == 1 else None) for i in range(5)]
+    )
+    for account in "bx":
+        assert [key_name for name, key_name, _ in taken if name == account] == ["K0", "K1"]
+    assert [k for name, k, outcome in taken if name == "a" and outcome is None] == [
+        "K0",
+        "K2",
+        "K3",
+        "K4",
+    ]
