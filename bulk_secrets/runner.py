@@ -146,15 +146,34 @@ class Runner:
         if step.outcome is not None:
             self._record(step, _settled(step, step.outcome, step.reason))
             return
-        blocked = self._stops.blocked(step.target.account)
+        target = step.target
+        blocked = self._stops.blocked(target.account)
         if blocked is not None:
             self._record(step, _settled(step, Status.NOT_ATTEMPTED, blocked))
             return
-        progress.action = step.action  # the worker's progress, started afresh for this step
-        progress.secret_id = step.target.secret_id
+        action = progress.action = step.action  # the worker's progress, afresh for this step
+        progress.secret_id = target.secret_id
         progress.attempts = 0
+        gate = self._gate
         try:
-            if step.action is DELETE:
+            if action is CREATE and isinstance(target, SecretSpec) and not gate.observed:
+                # The usual step. Its first attempt is made here, as _request would make it,
+                # so that its every wait has no coroutine of _write's nor _request's to pass
+                # through; what follows a failure is _write's.
+                account = target.account
+                progress.attempts = 1
+                rate, sent_at, now = gate.turn(account)
+                if sent_at > now:
+                    sent_at = await self._rates.wait_turn(rate, sent_at)
+                try:
+                    status = await self._api.create(target)
+                except errors.ApiError as exc:
+                    gate.refused(account, rate, sent_at, exc)
+                    result = await self._write(step, progress, exc)
+                else:
+                    gate.passed(account, rate)
+                    result = _succeeded(step, progress, status)
+            elif action is DELETE:
                 result = await self._delete(step, progress)
             else:
                 result = await self._write(step, progress)
@@ -191,7 +210,12 @@ class Runner:
             return _succeeded(step, progress, exc.status)
         return _succeeded(step, progress, status)
 
-    async def _write(self, step: Step, progress: _Progress) -> Result:
+    async def _write(
+        self, step: Step, progress: _Progress, failure: errors.ApiError | None = None
+    ) -> Result:
+        """The step's create or update, turned into the other as the server answers; a
+        create whose first attempt failed with ``failure`` (:meth:`_carry_out`) goes on from
+        there."""
         spec = step.spec
         if spec is None:
             raise ValueError(f"a {step.action} step needs a spec")
@@ -200,8 +224,14 @@ class Runner:
         for _ in range(MAX_TURNS):
             progress.action = turn
             if turn is CREATE:
+                first, failure = failure, None
                 try:
-                    status = await self._request(spec.account, progress, self._api.create, spec)
+                    if first is None:
+                        status = await self._request(spec.account, progress, self._api.create, spec)
+                    else:
+                        status = await self._after(
+                            spec.account, progress, self._api.create, (spec,), first
+                        )
                 except errors.AlreadyExists as exc:
                     settled = self._policy.when_exists()
                     if settled is not None:  # as the planner does when it lists the secret
@@ -243,11 +273,23 @@ class Runner:
             status = await call(*args)
         except errors.ApiError as exc:
             gate.refused(account, rate, sent_at, exc)
-            if not isinstance(exc, errors.TransientError):
-                raise
-            return await self._retried(account, progress, call, args, exc)
+            return await self._after(account, progress, call, args, exc)
         gate.passed(account, rate)
         return status
+
+    async def _after(
+        self,
+        account: str,
+        progress: _Progress,
+        call: Callable[..., Awaitable[int]],
+        args: tuple[Any, ...],
+        failure: errors.ApiError,
+    ) -> int:
+        """The request whose first attempt failed with ``failure``: raised again, unless it
+        may pass when retried."""
+        if not isinstance(failure, errors.TransientError):
+            raise failure
+        return await self._retried(account, progress, call, args, failure)
 
     async def _retried(
         self,
