@@ -210,7 +210,16 @@ class SecretsClient:
             try:
                 status = resp.status
                 ok = 200 <= status < 300
-                raw = await _read(resp, MAX_ANSWER if ok else MAX_ERROR_ANSWER)
+                limit = MAX_ANSWER if ok else MAX_ERROR_ANSWER
+                # At most ``limit + 1`` bytes, whatever Content-Length says (aiohttp parses
+                # that header again at every look). Nearly always all of it comes at once.
+                content = resp.content
+                body = await content.read(limit + 1)
+                raw = (
+                    body
+                    if len(body) <= limit and content.at_eof()
+                    else await _read_rest(resp, body, limit)
+                )
             finally:
                 resp.release()
         except asyncio.CancelledError:
@@ -303,14 +312,10 @@ def update_body(key_name: str, value: str) -> bytes:
     return f'{{"keyName": {_quoted(key_name)}, "value": {_quoted(value)}}}'.encode()
 
 
-async def _read(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
-    """The body, or None when it is longer than ``limit`` (an error's is cut at the limit).
-    Whatever its Content-Length says, no more than ``limit + 1`` bytes are read: the header is
-    not looked at (aiohttp parses it again at every look, on every request)."""
+async def _read_rest(resp: aiohttp.ClientResponse, chunk: bytes, limit: int) -> bytes | None:
+    """The body that began with ``chunk``, or None when it is longer than ``limit`` (an
+    error's is cut at the limit); no more than ``limit + 1`` bytes are read."""
     content = resp.content
-    chunk = await content.read(limit + 1)
-    if len(chunk) <= limit and content.at_eof():  # all of it at once: the usual case
-        return chunk
     chunks = [chunk]
     size = len(chunk)
     while size <= limit:
