@@ -22,9 +22,11 @@ class Request:
 
 class Observer:
     """Told what a run does; each method does nothing unless overridden. ``requests``: whether
-    :meth:`request` is wanted (timing each request costs a little, so it is opt-in)."""
+    :meth:`request` is wanted (timing each request costs a little, so it is opt-in);
+    ``results``: whether :meth:`result` is (a run of a million secrets makes a million calls)."""
 
     requests = False
+    results = True
 
     def listing(self, accounts: int) -> None:
         """The run lists ``accounts`` accounts."""

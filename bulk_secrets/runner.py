@@ -85,6 +85,7 @@ class Runner:
         self._rates = rates
         self._gate = Gate(rates, stops, observer)
         self._observer = observer
+        self._tell = observer.result if observer.results else None
         self._sink = sink
         self._summary = summary
         self._state = state
@@ -192,7 +193,8 @@ class Runner:
 
     def _record(self, step: Step, result: Result) -> None:
         self._summary.add(result)
-        self._observer.result(result)
+        if self._tell is not None:
+            self._tell(result)
         if self._state is not None and step.outcome is None:  # settled by the plan: no write
             self._state.settle(step, result.status)
         try:

@@ -6,6 +6,7 @@ ends the run. A small screen model replays what reached the terminal, so a garbl
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import pty
 import re
@@ -243,6 +244,12 @@ def test_a_result_costs_a_count() -> None:
         progress.result(result)
     assert (progress.done, progress.failed, progress.not_attempted) == (2, 0, 2)
     assert not progress.shown and not progress.requests
+
+
+def test_a_display_not_shown_is_told_no_results() -> None:
+    """Nothing but a display reads the counts: a run with none spares a call per secret."""
+    assert not Progress(None).results
+    assert Progress(io.StringIO()).results
 
 
 # The real CLI against the emulator

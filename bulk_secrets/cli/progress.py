@@ -91,6 +91,7 @@ class Progress(Observer):
         self.failed = 0
         self.not_attempted = 0
         self.requests = requests is not None  # the Gate times requests only when asked
+        self.results = stream is not None  # counted only for a display: nothing else reads them
         self._requests = requests
         self._stream = stream
         self._live: Live | None = None
