@@ -118,21 +118,22 @@ class Runner:
                 self._record(step, _settled(step, Status.NOT_ATTEMPTED, reason))
 
     async def _work(self, scheduler: Scheduler) -> None:
-        take_now = scheduler.take_now
+        take_now, done = scheduler.take_now, scheduler.done
         progress = _Progress(CREATE, "")
         while True:
             work = take_now()
-            if isinstance(work, float):  # every account must wait for its turn or listing
-                work = await scheduler.take()
-            if work is None:
-                return
-            if isinstance(work, ListAccount):
-                scheduler.listed(work.account, await self._list(work.account))
-                continue
+            if not isinstance(work, Step):  # a step is the usual: one check for it
+                if isinstance(work, float):  # every account must wait for its turn or listing
+                    work = await scheduler.take()
+                if work is None:
+                    return
+                if isinstance(work, ListAccount):
+                    scheduler.listed(work.account, await self._list(work.account))
+                    continue
             try:
                 await self._carry_out(work, progress)
             finally:
-                scheduler.done(work)
+                done(work)
 
     async def _list(self, account: str) -> Listing:
         """What ``account`` holds, or why it cannot be known; a bug stops the run."""
