@@ -14,7 +14,7 @@ from __future__ import annotations
 from clients import Client, Manifests, run_apply
 from measurements import Measurement, Scenario, Settings
 from processes import Servers, Setup
-from runs import LATENCY, bare_and_apply, progress, repeats_for
+from runs import LATENCY, bare_and_apply, progress
 
 NAME = "many-accounts"
 ACCOUNTS_CONCURRENCY = 256
@@ -47,7 +47,7 @@ def scenario_many_accounts(settings: Settings, manifests: Manifests, servers: Se
         accounts * each,
         ACCOUNTS_CONCURRENCY,
         Setup(latency=LATENCY),
-        repeats_for(settings, ACCOUNTS_CONCURRENCY, LATENCY),
+        settings.cpu_bound_repeats,  # CPU-bound on both sides: see runs.CPU_BOUND_REPEATS
         bare_how=Client(accounts=accounts, listing=True),
         apply_how=Client(accounts=accounts),
         max_rps=None,

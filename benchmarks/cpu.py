@@ -6,8 +6,9 @@ concurrency 64, each run against a fresh emulator, every process with ``MALLOC_E
 client's CPU per secret is ``(cpu(large) - cpu(small)) / (large - small)``, its process CPU
 time (user + system, from ``os.wait4``) over the extra secrets, so that interpreter start-up,
 imports, the listing of the empty account and the session cancel out. The four runs are taken
-in turn (bare small, apply small, bare large, apply large), ``settings.repeats`` times; the
-median of each client's repeats counts, and the ratio is apply's over bare's on that loop.
+in turn (bare small, apply small, bare large, apply large), ``settings.cpu_bound_repeats``
+times (5 by default: see ``runs.CPU_BOUND_REPEATS``); the median of each client's repeats
+counts, and the ratio is apply's over bare's on that loop.
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ def scenario_cpu(settings: Settings, manifests: Manifests, servers: Servers) -> 
         NAME,
         f"CPU per secret, ({large:,} secrets less {small:,}) / {large - small:,}, of bare and "
         f"apply at 0 ms, concurrency {CONCURRENCY}, on each event loop "
-        f"({', '.join(settings.loops)}); MALLOC_ENV on both; median of {settings.repeats}",
+        f"({', '.join(settings.loops)}); MALLOC_ENV on both; "
+        f"median of {settings.cpu_bound_repeats}",
     )
     loops = {}
     every_run: dict[str, list[dict[str, object]]] = {}  # not only the medians in measurements
     for loop in settings.loops:
         how = Client(loop=loop)
         runs: defaultdict[tuple[str, int], list[Measurement]] = defaultdict(list)
-        for _ in range(settings.repeats):
+        for _ in range(settings.cpu_bound_repeats):
             for count in (small, large):
                 for client in CLIENTS:
                     if client == "bare":
