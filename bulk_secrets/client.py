@@ -127,7 +127,7 @@ class SecretsClient:
 
     def create(self, spec: SecretSpec) -> Coroutine[Any, Any, int]:
         """POST the secret; awaited, the HTTP status of a success."""
-        parts = self._parts(spec.account)
+        parts = self._accounts.get(spec.account) or self._parts(spec.account)  # no call: usual
         body = create_body(parts.body_start, spec.secret_id, spec.key_name, spec.value.reveal())
         return self._send("POST", parts.parsed, parts, body, secret=spec.value)
 
