@@ -1,12 +1,14 @@
 """Hands work to the workers: an account's listing as soon as the account is met, then its steps,
 so that accounts share the concurrency fairly and writes start before every account is listed.
 
-The run is read ahead by at most ``window`` items. An item is a step (settled by the plan, or
-to carry out) or a spec still to decide. A spec of an account not listed yet waits, and the
-account's listing is handed to the next free worker; once it is done, the account's specs are
-decided by the plan and queue as steps. An account's listing is dropped when its last spec is
-decided (``expected`` says how many each account has; a run of one account keeps its one
-listing), so memory grows with the accounts in the window, not with every account of the run.
+The run is read ahead by at most ``window`` items, a chunk at a time once half of them are
+taken. An item is a step (settled by the plan, or to carry out) or a spec still to decide. A
+spec of an account not listed yet waits, and the account's listing is handed to the next free
+worker; once it is done, the account's specs are decided by the plan and queue as steps (a run
+of one account's new secrets in one go: ``Plan.creates``). An account's listing is dropped
+when its last spec is decided (``expected`` says how many each account has; a run of one
+account keeps its one listing), so memory grows with the accounts in the window, not with
+every account of the run.
 
 A free worker gets, in turn: a settled step (no request, nothing to wait for), a listing to
 start, or the head of the account that may send soonest (its rate and any Retry-After pause)
