@@ -93,13 +93,17 @@ class Stops:
         key_of: Callable[[str], object] = lambda account: None,
     ) -> None:
         self.stopped: str | None = None
+        # Nothing stopped yet, no key rejected: :meth:`blocked` is None for every account.
+        # The runner looks here before it asks, once for every secret.
+        self.clear = True
         self._key_of = key_of
         self._accounts_of_key = Counter(key_of(account) for account in accounts)
         self._targets = sum(self._accounts_of_key.values())
         self._rejected: dict[object, str] = {}  # API key -> why (401)
         self._rejected_accounts = 0
         self._stopped_accounts: dict[str, str] = {}  # account -> why it stopped
-        self._failures: dict[str, int] = {}  # account -> connection failures in a row
+        # account -> connection failures in a row (read it; change it through the methods)
+        self.failing: dict[str, int] = {}
 
     @property
     def aborted(self) -> str | None:
@@ -139,12 +143,12 @@ class Stops:
 
     def answered(self, account: str) -> None:
         """A request to ``account`` got an answer: the server is there."""
-        if self._failures:
-            self._failures.pop(account, None)
+        if self.failing:
+            self.failing.pop(account, None)
 
     def unanswered(self, account: str, exc: ApiError) -> None:
         """A request to ``account`` could not connect; enough in a row stop the account."""
-        failures = self._failures[account] = self._failures.get(account, 0) + 1
+        failures = self.failing[account] = self.failing.get(account, 0) + 1
         if failures >= DEAD_AFTER:
             self.stop_account(
                 account,
@@ -153,16 +157,19 @@ class Stops:
 
     def stop_account(self, account: str, reason: str) -> str:
         """Stop every request to ``account`` not yet sent; return the reason it stopped for."""
+        self.clear = False
         return self._stopped_accounts.setdefault(account, reason)
 
     def stop(self, reason: str) -> None:
         """Stop every request not yet sent: the run cannot go on."""
+        self.clear = False
         self.stopped = self.stopped or reason
 
     def _reject(self, account: str, exc: ApiError) -> str:
         key = self._key_of(account)
         reason = self._rejected.get(key)
         if reason is None:
+            self.clear = False
             whose = "" if len(self._accounts_of_key) <= 1 else f" of account {account!r}"
             reason = self._rejected[key] = f"the API key{whose} was rejected (401): {exc.message}"
             self._rejected_accounts += self._accounts_of_key.get(key, 0) or 1
@@ -210,14 +217,16 @@ class Gate:
         """``account``'s rate, the time of the slot taken for its next request, and the time
         now: a slot later than now is waited for with ``rates.wait_turn``."""
         rates = self.rates
-        rate = rates.of(account)
+        rate = rates.known(account) or rates.of(account)  # no call of ours: the usual
         now = rates.now()
         return rate, rate.reserve(now), now
 
     def passed(self, account: str, rate: AccountRate) -> None:
         """The request to ``account`` succeeded."""
         rate.succeeded(self.rates.now())
-        self.stops.answered(account)
+        stops = self.stops
+        if stops.failing:  # stops.answered(account), without its call when none is failing
+            stops.answered(account)
 
     def refused(self, account: str, rate: AccountRate, sent_at: float, exc: ApiError) -> None:
         """The request to ``account`` sent at ``sent_at`` failed with ``exc``. Raises

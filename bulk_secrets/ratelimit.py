@@ -161,6 +161,7 @@ class Rates:
         self._ceiling = max_rps or None
         self._max_wait = max_wait
         self._accounts: dict[str, AccountRate] = {}
+        self.known = self._accounts.get  # an account's rate if it has one yet, else None
         self.now = clock  # seconds on the clock the rates are paced by
         self._sleep = sleep
 

@@ -28,7 +28,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,7 +283,7 @@ class _FileReport(ReportSink):
                 raise self.failed
             return
         try:
-            self._put(result)
+            self._lines.append(self._line(result))
             if not self._flush_due:
                 self._flush_at_end_of_turn()
             elif len(self._lines) >= _BATCH:
@@ -311,9 +311,8 @@ class _FileReport(ReportSink):
             except OSError as exc:
                 self._fail(exc)
 
-    def _put(self, result: Result) -> None:
-        """Add the result's line to ``_lines``: its JSON, unless the format says otherwise."""
-        self._lines.append(json_line(result))
+    # The result's line: its JSON, unless the format says otherwise.
+    _line: Callable[[Result], str] = staticmethod(json_line)
 
     def _drain(self) -> None:
         """Hand ``_lines`` to the file (buffered, not flushed), and empty it."""
@@ -413,16 +412,16 @@ class JsonlReport(_FileReport):
 
 class CsvReport(_FileReport):
     """Rows as ``csv.DictWriter`` of :meth:`Result.to_record` writes them (None an empty
-    cell), from a plain ``csv.writer`` whose "file" is ``_lines``."""
+    cell), from a plain ``csv.writer`` that gives the row back as text (see :class:`_Echo`)."""
 
     def __init__(self, path: Path) -> None:
         file = os.fdopen(_open_emptied(path), "w", encoding="utf-8", newline="")
         super().__init__(path, file)
         csv.writer(file).writerow(FIELDS)
-        self._row = csv.writer(_Lines(self._lines)).writerow
+        self._row = csv.writer(_Echo()).writerow
 
-    def _put(self, result: Result) -> None:
-        self._row(
+    def _line(self, result: Result) -> str:
+        row: str = self._row(
             (
                 result.account,
                 result.key_name,
@@ -435,6 +434,7 @@ class CsvReport(_FileReport):
                 result.error,
             )
         )
+        return row
 
     def _joined(self, lines: list[str]) -> str:
         return "".join(lines)  # each row ends its own line
@@ -444,13 +444,12 @@ class CsvReport(_FileReport):
         self._file.close()
 
 
-class _Lines:
-    """What ``csv.writer`` writes to: each row, as text, appended to a list."""
+class _Echo:
+    """What ``csv.writer`` writes to: nothing is kept, and ``writerow`` returns what
+    ``write`` does, the row as text."""
 
-    __slots__ = ("write",)
-
-    def __init__(self, lines: list[str]) -> None:
-        self.write = lines.append
+    __slots__ = ()
+    write = staticmethod(str)  # str(text) is text itself
 
 
 _BY_SUFFIX: dict[str, type[JsonReport | JsonlReport | CsvReport]] = {

@@ -149,10 +149,12 @@ class Runner:
             self._record(step, _settled(step, step.outcome, step.reason))
             return
         target = step.target
-        blocked = self._stops.blocked(target.account)
-        if blocked is not None:
-            self._record(step, _settled(step, Status.NOT_ATTEMPTED, blocked))
-            return
+        stops = self._stops
+        if not stops.clear:  # something stopped: this account, or the run?
+            blocked = stops.blocked(target.account)
+            if blocked is not None:
+                self._record(step, _settled(step, Status.NOT_ATTEMPTED, blocked))
+                return
         action = progress.action = step.action  # the worker's progress, afresh for this step
         progress.secret_id = target.secret_id
         progress.attempts = 0
