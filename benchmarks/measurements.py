@@ -156,7 +156,8 @@ class Settings:
     smoke: bool  # the scenarios at once, on shared emulators: a check, not a measurement
     sequential_sample: dict[float, int]
     repeats: int
-    cpu_bound_repeats: int  # of the CPU-bound comparisons (CPU per secret, many accounts)
+    cpu_bound_repeats: int  # of the CPU-bound comparison of many accounts
+    cpu_repeats: int  # of CPU per secret
     sweep: tuple[int, ...]
     rate_limited_secrets: int  # the token-bucket scenario
     rate_control_secrets: int  # the random-429 scenario

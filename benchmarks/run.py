@@ -47,7 +47,7 @@ import measurements
 from measurements import Settings
 from processes import LOOPS
 from report import git_state, machine_info, print_report, write_json
-from runs import CPU_BOUND_REPEATS, REPEATS
+from runs import CPU_BOUND_REPEATS, CPU_REPEATS, REPEATS
 from scale import MEMORY_ROWS, SMOKE_MEMORY_ROWS
 from scenarios import (
     QUICK_RATE_CONTROL_SECRETS,
@@ -122,8 +122,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--repeats",
         type=int,
         help=f"runs of bare and apply where a run lasts seconds; the median counts "
-        f"(default {REPEATS}, and {CPU_BOUND_REPEATS} for CPU per secret and many accounts; "
-        "quick and smoke: 1)",
+        f"(default {REPEATS}; {CPU_REPEATS} for CPU per secret, {CPU_BOUND_REPEATS} for many "
+        "accounts; quick and smoke: 1)",
     )
     return parser.parse_args(argv)
 
@@ -165,6 +165,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         cpu_bound_repeats=(
             args.repeats if args.repeats is not None else 1 if small else CPU_BOUND_REPEATS
         ),
+        cpu_repeats=args.repeats if args.repeats is not None else 1 if small else CPU_REPEATS,
         sweep=(SMOKE_SWEEP if args.smoke else QUICK_SWEEP) if small else SWEEP,
         rate_limited_secrets=min(secrets, RATE_LIMITED_SECRETS),
         rate_control_secrets=rate_control_secrets,

@@ -91,3 +91,21 @@ def test_bytecodes_counts_each_function_exactly(tmp_path: Path) -> None:
     assert once > 0
     assert ten == 10 * once
     assert again == ten
+
+
+def test_the_cpu_ratio_comes_with_an_interval_that_holds_it() -> None:
+    """The CPU-per-secret ratio's 90% interval (``benchmarks/cpu.py``): a seeded bootstrap
+    of each client's repeats, so the same runs give the same interval, around the ratio."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from cpu import ratio_interval
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    bare = [250.0, 262.0, 271.0, 240.0, 258.0]
+    apply = [280.0, 301.0, 266.0, 290.0, 275.0]
+    low, high = interval = ratio_interval(bare, apply) or (0.0, 0.0)
+    assert low < 280.0 / 258.0 < high  # median over median
+    assert low >= 266.0 / 271.0 and high <= 301.0 / 240.0
+    assert ratio_interval(bare, apply) == interval
+    assert ratio_interval([250.0] * 5, [275.0] * 5) == (1.1, 1.1)
+    assert ratio_interval(bare[:2], apply) is None
