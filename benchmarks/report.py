@@ -173,7 +173,10 @@ def print_details(scenarios: dict[str, Scenario]) -> None:
                     for v in record[f"{client}_us_per_secret_repeats"]
                 )
                 parts.append(f"{client} {'-' if us is None else f'{us:.1f}'} us [{each}]")
-            print(f"  {loop:<8} {'; '.join(parts)}; apply/bare {fmt_ratio(record['ratio'])}")
+            interval = record.get("ratio_interval")
+            within = f" (90% interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
+            ratio = fmt_ratio(record["ratio"])
+            print(f"  {loop:<8} {'; '.join(parts)}; apply/bare {ratio}{within}")
             print(f"           throughput at {cpu.extra['large']:,}: apply/bare "
                   f"{fmt_ratio(record['throughput_vs_bare'])}")  # fmt: skip
     if control := scenarios.get("rate-control"):
