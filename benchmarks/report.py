@@ -18,6 +18,9 @@ from processes import DEFAULT_LOOP, LOOP_ENV, MALLOC_ENV
 from runs import LATENCY
 
 HERE = Path(__file__).resolve().parent
+# The same work varies by up to a fifth between repeats on a steady 2-core machine: past this
+# spread of bare's own CPU per secret, the machine itself moved under the runs.
+UNSTEADY = 1.3
 
 
 def fmt_ratio(value: float | None) -> str:
@@ -177,6 +180,12 @@ def print_details(scenarios: dict[str, Scenario]) -> None:
             within = f" (90% interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
             ratio = fmt_ratio(record["ratio"])
             print(f"  {loop:<8} {'; '.join(parts)}; apply/bare {ratio}{within}")
+            steadiness = spread(record["bare_us_per_secret_repeats"])
+            if steadiness is not None and steadiness > UNSTEADY:
+                print(
+                    f"           unsteady machine: bare's own repeats span {steadiness:.2f}x, "
+                    "the same work; the ratio is rough"
+                )
             print(f"           throughput at {cpu.extra['large']:,}: apply/bare "
                   f"{fmt_ratio(record['throughput_vs_bare'])}")  # fmt: skip
     if control := scenarios.get("rate-control"):
@@ -265,6 +274,13 @@ def installed_version(package: str) -> str | None:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def spread(values: list[float | None]) -> float | None:
+    """The largest of ``values`` over the least (None without two of them): how far the
+    machine's speed moved under runs of the same work."""
+    measured = [v for v in values if v is not None and v > 0]
+    return max(measured) / min(measured) if len(measured) > 1 else None
 
 
 def git_state() -> dict[str, Any]:

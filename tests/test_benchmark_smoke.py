@@ -109,3 +109,17 @@ def test_the_cpu_ratio_comes_with_an_interval_that_holds_it() -> None:
     assert ratio_interval(bare, apply) == interval
     assert ratio_interval([250.0] * 5, [275.0] * 5) == (1.1, 1.1)
     assert ratio_interval(bare[:2], apply) is None
+
+
+def test_a_machine_that_moved_under_the_runs_is_said_to() -> None:
+    """``benchmarks/report.py``: bare's own repeats, the same work each time, measure how far
+    the machine's speed moved; past ``UNSTEADY`` the CPU ratio is printed as rough."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from report import UNSTEADY, spread
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert spread([250.0, None, 260.0, 255.0]) == 260.0 / 250.0 < UNSTEADY
+    assert (spread([115.0, 231.0, 144.5]) or 0.0) > UNSTEADY
+    assert spread([250.0]) is None
+    assert spread([None, None]) is None
