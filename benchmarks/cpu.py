@@ -22,7 +22,6 @@ from __future__ import annotations
 import random
 import statistics
 from collections import defaultdict
-from typing import cast
 
 from clients import Client, Manifests, run_apply, run_bare
 from measurements import Measurement, Scenario, Settings, ratio
@@ -83,22 +82,22 @@ def per_secret(
     """Each client's CPU per secret (us) in each repeat, their medians, and apply / bare."""
     record: dict[str, object] = {}
     medians: dict[str, float | None] = {}
+    measured: dict[str, list[float]] = {}  # each client's repeats that gave a figure
     for client in CLIENTS:
         pairs = zip(runs[client, small], runs[client, large], strict=True)
         values = [cpu_per_secret(a, b) for a, b in pairs]
-        measured = [v for v in values if v is not None]
+        measured[client] = [v for v in values if v is not None]
         record[f"{client}_us_per_secret_repeats"] = values
-        medians[client] = statistics.median(measured) if len(measured) == len(values) else None
+        complete = len(measured[client]) == len(values)
+        medians[client] = statistics.median(measured[client]) if complete else None
         record[f"{client}_us_per_secret"] = medians[client]
         failed = [m.error for m in runs[client, small] + runs[client, large] if m.error]
         record[f"{client}_errors"] = failed
     bare_us, apply_us = medians["bare"], medians["apply"]
     record["ratio"] = apply_us / bare_us if apply_us is not None and bare_us else None
-    record["ratio_interval"] = None
-    if record["ratio"] is not None:
-        bare_values = cast("list[float]", record["bare_us_per_secret_repeats"])
-        apply_values = cast("list[float]", record["apply_us_per_secret_repeats"])
-        record["ratio_interval"] = ratio_interval(bare_values, apply_values)
+    record["ratio_interval"] = (
+        None if record["ratio"] is None else ratio_interval(measured["bare"], measured["apply"])
+    )
     return record
 
 
