@@ -15,7 +15,7 @@ import re
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -25,6 +25,7 @@ from processes import (
     API_KEY,
     BARE,
     DEFAULT_LOOP,
+    ClientRun,
     Servers,
     Setup,
     client_timeout,
@@ -76,6 +77,23 @@ class Client:
     malloc_tuned: bool = True  # processes.MALLOC_ENV: for runs compared with the bare loop
     accounts: int = 1  # the secrets spread over this many accounts (apply: a CSV column)
     listing: bool = False  # bare: GET each account's secrets first, as apply lists them
+    cpus: frozenset[int] | None = None  # the CPUs the client runs on (None: any)
+    emulator_cpus: frozenset[int] | None = None  # those its fresh emulator runs on
+    # The barrier the client waits at, once its emulator is up, with the runs it is to start
+    # with (see cpu.py).
+    together: threading.Barrier | None = field(default=None, compare=False)
+
+
+def launch(command: list[str], timeout: float, how: Client) -> ClientRun:
+    """Run a client's ``command`` as ``how`` says (see ``processes.run_client``)."""
+    return run_client(
+        command,
+        timeout,
+        loop=how.loop,
+        malloc_tuned=how.malloc_tuned,
+        cpus=how.cpus,
+        together=how.together,
+    )
 
 
 # --- the three clients ----------------------------------------------------------------------
@@ -139,14 +157,14 @@ def run_bare(
     m = new_measurement(scenario, "bare", secrets, concurrency, setup, how)
     timeout = client_timeout(secrets, expected_rate(concurrency, setup.latency))
     try:
-        with servers.lease(setup) as server:
+        with servers.lease(setup, how.emulator_cpus) as server:
             command = [sys.executable, str(BARE), "--base-url", server.url]
             command += ["--account", server.account, "--count", str(secrets)]
             command += ["--concurrency", str(concurrency), "--deadline", f"{timeout - 30:.0f}"]
             command += ["--loop", how.loop, "--accounts", str(how.accounts)]
             command += ["--list"] if how.listing else []
             command += ["--cafile", str(setup.tls.cert)] if setup.tls else []
-            run = run_client(command, timeout, loop=how.loop, malloc_tuned=how.malloc_tuned)
+            run = launch(command, timeout, how)
             server.fill(m)
         record = json_object(run.stdout)
     except (RunFailed, requests.RequestException) as exc:
@@ -202,7 +220,7 @@ def run_apply(
     report = manifests.folder / f"report-{os.getpid()}-{number}.jsonl"
     own_manifest: Path | None = None
     try:
-        with servers.lease(setup) as server:
+        with servers.lease(setup, how.emulator_cpus) as server:
             command = [sys.executable, "-m", "bulk_secrets", "apply"]
             if how.accounts > 1:
                 own_manifest = manifests.folder / f"accounts-{os.getpid()}-{number}.csv"
@@ -219,7 +237,7 @@ def run_apply(
             else:
                 command += ["--report", str(report), "--output", "json"]
             timeout = client_timeout(secrets, rate_guess)
-            run = run_client(command, timeout, loop=how.loop, malloc_tuned=how.malloc_tuned)
+            run = launch(command, timeout, how)
             server.fill(m)
         m.exit_code = run.returncode
         m.wall_seconds = run.wall_seconds

@@ -1,7 +1,9 @@
 """Run one command; write its exit code, peak RSS, CPU time and wall time as JSON.
 
-Usage: ``python benchmarks/peak_rss.py OUT.json -- COMMAND [ARG...]``. The command inherits
-stdin, stdout and stderr; this script's exit code is the command's.
+Usage: ``python benchmarks/peak_rss.py OUT.json [--cpus 0,1] -- COMMAND [ARG...]``. The
+command inherits stdin, stdout and stderr; this script's exit code is the command's. With
+``--cpus``, the command runs on those CPUs only (Linux's ``sched_setaffinity``, which the
+child inherits).
 
 Why a launcher of its own, and why ``os.wait4``:
 
@@ -29,10 +31,14 @@ import time
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 3 or argv[1] != "--":
-        print("usage: peak_rss.py OUT.json -- COMMAND [ARG...]", file=sys.stderr)
+    out_path, argv = argv[0] if argv else "", argv[1:]
+    if argv[:1] == ["--cpus"] and len(argv) > 1:
+        os.sched_setaffinity(0, {int(cpu) for cpu in argv[1].split(",")})
+        argv = argv[2:]
+    if len(argv) < 2 or argv[0] != "--":
+        print("usage: peak_rss.py OUT.json [--cpus 0,1] -- COMMAND [ARG...]", file=sys.stderr)
         return 2
-    out_path, command = argv[0], argv[2:]
+    command = argv[1:]
     launcher_rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     child = subprocess.Popen(command)

@@ -47,6 +47,7 @@ API_KEY = "bench-throwaway-key"  # the only key the emulators accept; it guards 
 ACCOUNT = "bench"  # the account of every run on a fresh emulator; shared ones: bench-1, ...
 EMULATOR_READY_SECONDS = 30.0
 STDOUT_TAIL = 32 << 20  # bytes of a client's stdout kept: a dry run prints a line per secret
+TOGETHER_SECONDS = 120.0  # how long a run waits for the runs it is to start with
 
 LOOP_ENV = "BULK_SECRETS_LOOP"  # the CLI's (and the emulator's) event loop: asyncio or uvloop
 UVLOOP_INSTALLED = importlib.util.find_spec("uvloop") is not None
@@ -260,6 +261,14 @@ class Emulator:
         stats["connections"] = int(stats["connections"]) - 1
         return stats
 
+    def pin(self, cpus: frozenset[int]) -> None:
+        """Run the emulator on ``cpus`` only: each of its threads (Linux: /proc/PID/task)."""
+        if self._process is None:
+            return
+        for thread in os.listdir(f"/proc/{self._process.pid}/task"):
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setaffinity(int(thread), cpus)
+
     def cpu_seconds(self) -> float:
         """The emulator's CPU time so far (user + system), from /proc/PID/stat."""
         if self._process is None:
@@ -336,9 +345,13 @@ class Servers:
         self.close()
 
     @contextlib.contextmanager
-    def lease(self, setup: Setup) -> Iterator[Lease]:
+    def lease(self, setup: Setup, cpus: frozenset[int] | None = None) -> Iterator[Lease]:
+        """An emulator for one run: a fresh one, on ``cpus`` only when given; or, when shared,
+        one of the idle ones, on any CPU (a smoke run's)."""
         if not self.shared:
             with Emulator(setup) as server:
+                if cpus:
+                    server.pin(cpus)
                 yield Lease(server, ACCOUNT, server.cpu_seconds(), None)
             return
         server = self._take(setup)
@@ -440,18 +453,31 @@ def kill_group(launcher: subprocess.Popen[bytes]) -> None:
 
 
 def run_client(
-    command: Sequence[str], timeout: float, *, loop: str, malloc_tuned: bool
+    command: Sequence[str],
+    timeout: float,
+    *,
+    loop: str,
+    malloc_tuned: bool,
+    cpus: frozenset[int] | None = None,
+    together: threading.Barrier | None = None,
 ) -> ClientRun:
     """Run a client through ``peak_rss.py``, in a process group of its own, killed on timeout,
     on ``loop`` (for the CLI, through ``BULK_SECRETS_LOOP``; bare.py is told with ``--loop``),
-    with ``MALLOC_ENV`` when ``malloc_tuned``. Only the last ``STDOUT_TAIL`` bytes of its
-    stdout are kept."""
+    with ``MALLOC_ENV`` when ``malloc_tuned``, on ``cpus`` only when given. With ``together``,
+    it starts when the other runs that wait at that barrier start. Only the last
+    ``STDOUT_TAIL`` bytes of its stdout are kept."""
+    pinned = ["--cpus", ",".join(map(str, sorted(cpus)))] if cpus else []
     with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp:
         usage_path = Path(tmp) / "usage.json"
         out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        if together is not None:
+            try:
+                together.wait(TOGETHER_SECONDS)
+            except threading.BrokenBarrierError:
+                raise RunFailed("the run to start with did not start") from None
         with out_path.open("w") as out, err_path.open("w") as err:
             launcher = subprocess.Popen(
-                [sys.executable, str(PEAK_RSS), str(usage_path), "--", *command],
+                [sys.executable, str(PEAK_RSS), str(usage_path), *pinned, "--", *command],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,

@@ -18,9 +18,10 @@ from processes import DEFAULT_LOOP, LOOP_ENV, MALLOC_ENV
 from runs import LATENCY
 
 HERE = Path(__file__).resolve().parent
-# The same work varies by up to a fifth between repeats on a steady 2-core machine: past this
-# spread of bare's own CPU per secret, the machine itself moved under the runs.
-UNSTEADY = 1.3
+# Bare against bare at once measures 1.00x within about 0.01 (0.982 to 1.000 in four repeats
+# on 2026-12-02, where runs one after the other spread over 1.5x): past this, the CPU ratio is
+# printed as rough.
+SAME_TOLERANCE = 0.03
 
 
 def fmt_ratio(value: float | None) -> str:
@@ -162,29 +163,40 @@ def print_details(scenarios: dict[str, Scenario]) -> None:
                 f"apply {point['apply_rate']:>6,.0f}/s ({point['apply_of_ceiling']:.0%})"
             )
     if cpu := scenarios.get("cpu-per-secret"):
+        pinned = cpu.extra.get("pinned")
+        where = (
+            f"clients on CPU {pinned['clients']}, emulators on CPU {pinned['emulators']}"
+            if pinned
+            else "not pinned"
+        )
         print()
         print(
-            f"CPU per secret ({cpu.extra['large']:,} secrets less {cpu.extra['small']:,}, "
-            "median of the repeats; every repeat in brackets):"
+            f"CPU per secret ({cpu.extra['large']:,} secrets less {cpu.extra['small']:,}; "
+            f"bare and apply at once, {where}; medians, every repeat in brackets):"
         )
         for loop, record in cpu.extra["loops"].items():
             parts = []
             for client in ("bare", "apply"):
                 us = record[f"{client}_us_per_secret"]
-                each = ", ".join(
-                    "-" if v is None else f"{v:.1f}"
-                    for v in record[f"{client}_us_per_secret_repeats"]
-                )
-                parts.append(f"{client} {'-' if us is None else f'{us:.1f}'} us [{each}]")
+                each = brackets(record[f"{client}_us_per_secret_repeats"], ".1f")
+                parts.append(f"{client} {'-' if us is None else f'{us:.1f}'} us {each}")
+            print(f"  {loop:<8} {'; '.join(parts)}")
             interval = record.get("ratio_interval")
             within = f" (90% interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
-            ratio = fmt_ratio(record["ratio"])
-            print(f"  {loop:<8} {'; '.join(parts)}; apply/bare {ratio}{within}")
-            steadiness = spread(record["bare_us_per_secret_repeats"])
-            if steadiness is not None and steadiness > UNSTEADY:
+            print(
+                f"           apply/bare {fmt_ratio(record['ratio'])}{within} "
+                f"{brackets(record['ratio_repeats'], '.3f')}"
+            )
+            same = record.get("same_ratio")
+            if record.get("same_ratio_repeats"):
                 print(
-                    f"           unsteady machine: bare's own repeats span {steadiness:.2f}x, "
-                    "the same work; the ratio is rough"
+                    f"           bare/bare at once {fmt_ratio(same)} "
+                    f"{brackets(record['same_ratio_repeats'], '.3f')}: the method's own noise"
+                )
+            if same is not None and abs(same - 1) > SAME_TOLERANCE:
+                print(
+                    f"           bare against itself is {same:.3f}x, not 1.00x within "
+                    f"{SAME_TOLERANCE:.2f}: the ratio is rough"
                 )
             print(f"           throughput at {cpu.extra['large']:,}: apply/bare "
                   f"{fmt_ratio(record['throughput_vs_bare'])}")  # fmt: skip
@@ -276,11 +288,9 @@ def installed_version(package: str) -> str | None:
         return None
 
 
-def spread(values: list[float | None]) -> float | None:
-    """The largest of ``values`` over the least (None without two of them): how far the
-    machine's speed moved under runs of the same work."""
-    measured = [v for v in values if v is not None and v > 0]
-    return max(measured) / min(measured) if len(measured) > 1 else None
+def brackets(values: list[float | None], spec: str) -> str:
+    """``values`` in brackets, each as ``spec`` says ("-" for a run that failed)."""
+    return "[" + ", ".join("-" if v is None else format(v, spec) for v in values) + "]"
 
 
 def git_state() -> dict[str, Any]:

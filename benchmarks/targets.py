@@ -173,9 +173,11 @@ def cpu_checks(scenario: Scenario | None) -> list[Check]:
             errors = record["bare_errors"] + record["apply_errors"]
             checks.append(Check(CPU, name, f"no measurement: {errors[:1]}", False))
             continue
-        observed = f"{value:.2f}x ({apply_us:.1f} vs {bare_us:.1f} us/secret"
+        observed = f"{value:.2f}x ({apply_us:.1f} vs {bare_us:.1f} us/secret, run at once"
         interval = record.get("ratio_interval")
         observed += f"; 90% interval {interval[0]:.2f}-{interval[1]:.2f})" if interval else ")"
+        if record.get("same_ratio") is not None:
+            observed += f"; bare/bare at once {record['same_ratio']:.2f}x"
         if not exact:
             observed += f" over {scenario.extra['large']:,} less {scenario.extra['small']:,}"
         checks.append(Check(CPU, name, observed, value <= TARGET_CPU_VS_BARE))

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = {
     "latency-0ms": {"sequential", "bare", "apply"},
@@ -94,32 +96,56 @@ def test_bytecodes_counts_each_function_exactly(tmp_path: Path) -> None:
 
 
 def test_the_cpu_ratio_comes_with_an_interval_that_holds_it() -> None:
-    """The CPU-per-secret ratio's 90% interval (``benchmarks/cpu.py``): a seeded bootstrap
-    of each client's repeats, so the same runs give the same interval, around the ratio."""
+    """The CPU-per-secret ratio's 90% interval (``benchmarks/cpu.py``): a seeded bootstrap of
+    the repeats' ratios, so the same runs give the same interval, around their median."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from cpu import ratio_interval
+        from cpu import median_interval
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    bare = [250.0, 262.0, 271.0, 240.0, 258.0]
-    apply = [280.0, 301.0, 266.0, 290.0, 275.0]
-    low, high = interval = ratio_interval(bare, apply) or (0.0, 0.0)
-    assert low < 280.0 / 258.0 < high  # median over median
-    assert low >= 266.0 / 271.0 and high <= 301.0 / 240.0
-    assert ratio_interval(bare, apply) == interval
-    assert ratio_interval([250.0] * 5, [275.0] * 5) == (1.1, 1.1)
-    assert ratio_interval(bare[:2], apply) is None
+    ratios: list[float | None] = [1.068, 1.033, 1.034, 1.071, 1.091]
+    low, high = interval = median_interval(ratios) or (0.0, 0.0)
+    assert low < 1.068 < high
+    assert low >= 1.033 and high <= 1.091
+    assert median_interval(ratios) == interval
+    assert median_interval([1.1] * 5) == (1.1, 1.1)
+    assert median_interval(ratios[:2]) is None
+    assert median_interval([*ratios, None]) is None  # a run failed: no interval
 
 
-def test_a_machine_that_moved_under_the_runs_is_said_to() -> None:
-    """``benchmarks/report.py``: bare's own repeats, the same work each time, measure how far
-    the machine's speed moved; past ``UNSTEADY`` the CPU ratio is printed as rough."""
+def test_each_repeat_pairs_apply_with_the_bare_run_beside_it() -> None:
+    """``cpu.per_secret``: a repeat's ratio is apply's CPU per secret over that of the bare
+    run made at the same time; bare's runs past the repeats are the check of bare against
+    bare, and count in neither bare's median nor the ratio."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from report import UNSTEADY, spread
+        from cpu import per_secret
+        from measurements import Measurement
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    assert spread([250.0, None, 260.0, 255.0]) == 260.0 / 250.0 < UNSTEADY
-    assert (spread([115.0, 231.0, 144.5]) or 0.0) > UNSTEADY
-    assert spread([250.0]) is None
-    assert spread([None, None]) is None
+
+    def run(client: str, secrets: int, cpu: float) -> Measurement:
+        m = Measurement("cpu-per-secret", client, 64, 0.0, secrets)
+        m.succeeded, m.client_cpu_seconds = secrets, cpu
+        return m
+
+    runs = {  # two repeats of bare and apply at once, then one of bare and bare
+        ("bare", 10): [run("bare", 10, 1.0), run("bare", 10, 2.0), run("bare", 10, 1.0)],
+        ("bare", 40): [run("bare", 40, 1.3), run("bare", 40, 2.6), run("bare", 40, 1.9)],
+        ("apply", 10): [run("apply", 10, 1.0), run("apply", 10, 2.0)],
+        ("apply", 40): [run("apply", 40, 1.33), run("apply", 40, 2.66)],
+        ("bare 2", 10): [run("bare 2", 10, 1.0)],
+        ("bare 2", 40): [run("bare 2", 40, 1.9)],
+    }
+    record = per_secret(runs, 10, 40, repeats=2)
+    assert record["bare_us_per_secret_repeats"] == pytest.approx([1e4, 2e4])
+    assert record["ratio_repeats"] == pytest.approx([1.1, 1.1])
+    assert record["ratio"] == pytest.approx(1.1)
+    assert record["bare_us_per_secret"] == pytest.approx(1.5e4)
+    assert record["same_ratio_repeats"] == pytest.approx([1.0])
+    failed = run("apply", 40, 0.0)
+    failed.error = "exit 1"
+    runs["apply", 40][1] = failed
+    broken = per_secret(runs, 10, 40, repeats=2)
+    assert broken["ratio"] is None and broken["ratio_repeats"][1] is None  # type: ignore[index]
+    assert broken["apply_errors"] == ["exit 1"]
