@@ -261,11 +261,16 @@ class Emulator:
         stats["connections"] = int(stats["connections"]) - 1
         return stats
 
+    @property
+    def pid(self) -> int | None:
+        """The emulator's process id, while it runs."""
+        return None if self._process is None else self._process.pid
+
     def pin(self, cpus: frozenset[int]) -> None:
         """Run the emulator on ``cpus`` only: each of its threads (Linux: /proc/PID/task)."""
-        if self._process is None:
+        if self.pid is None:
             return
-        for thread in os.listdir(f"/proc/{self._process.pid}/task"):
+        for thread in os.listdir(f"/proc/{self.pid}/task"):
             with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
                 os.sched_setaffinity(int(thread), cpus)
 

@@ -7,6 +7,7 @@ emulator subprocesses (and one over TLS), but small and at once (see ``benchmark
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -149,3 +150,50 @@ def test_each_repeat_pairs_apply_with_the_bare_run_beside_it() -> None:
     broken = per_secret(runs, 10, 40, repeats=2)
     assert broken["ratio"] is None and broken["ratio_repeats"][1] is None  # type: ignore[index]
     assert broken["apply_errors"] == ["exit 1"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="pinning is Linux's")
+def test_the_launcher_pins_a_client_to_the_cpus_it_is_given(tmp_path: Path) -> None:
+    """``peak_rss.py --cpus``: the client runs on those CPUs only (what CPU per secret relies
+    on to put bare and apply on one core), and its usage is still recorded."""
+    cpu = min(os.sched_getaffinity(0))
+    usage = tmp_path / "usage.json"
+    show = "import os; print(sorted(os.sched_getaffinity(0)))"
+    launcher = ROOT / "benchmarks" / "peak_rss.py"
+    command = [sys.executable, str(launcher), str(usage), "--cpus", str(cpu)]
+    done = subprocess.run(
+        [*command, "--", sys.executable, "-c", show],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == f"[{cpu}]"
+    assert json.loads(usage.read_text())["returncode"] == 0
+    unpinned = subprocess.run(
+        [sys.executable, str(launcher), str(usage), "--", sys.executable, "-c", show],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert unpinned.stdout.strip() == str(sorted(os.sched_getaffinity(0)))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="pinning is Linux's")
+def test_an_emulator_is_pinned_thread_by_thread() -> None:
+    """``Emulator.pin``: each thread of the emulator's process runs on the CPUs given (the
+    other core than the clients', in CPU per secret)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from processes import Emulator, Setup
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    cpu = max(os.sched_getaffinity(0))
+    with Emulator(Setup()) as server:
+        pid = server.pid
+        assert pid is not None
+        threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        server.pin(frozenset({cpu}))
+        assert all(os.sched_getaffinity(t) == {cpu} for t in threads)
+        assert server.stats()["connections"] >= 0  # it still answers
