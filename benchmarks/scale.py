@@ -3,8 +3,11 @@
 apply at 0 ms, concurrency 64, ``--max-rps 0``, a JSONL report, on the default loop without
 ``MALLOC_ENV`` (what users run), over CSV manifests of 10,000, 20,000, 100,000, 200,000 and
 1,000,000 rows; runs of up to 20,000 rows last a few seconds and are repeated (the run of
-median rate counts). Then ``apply --dry-run`` of the largest manifest (list, plan, print the plan,
-write nothing).
+median rate counts), and so are those of the linear chain (10,000, 100,000, 1,000,000), whose
+rates are compared: a single run moves by a tenth with the machine's speed, as much as the goal
+allows. The repeats are taken in turn, each size once before any size again, so that a slow
+minute of the machine falls on every size alike. Then ``apply --dry-run`` of the largest
+manifest (list, plan, print the plan, write nothing).
 
 - **Growth**: (peak RSS at 10x rows - peak RSS at x rows) / 9x, in bytes per extra row, for
   every such pair measured (10k -> 100k, 20k -> 200k, 100k -> 1M).
@@ -18,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from clients import Client, Manifests, run_apply
-from measurements import Scenario, Settings
+from measurements import Measurement, Scenario, Settings
 from processes import Servers, Setup
 from runs import CONCURRENCY, median_run, progress
 
@@ -39,14 +42,20 @@ def scenario_memory(settings: Settings, manifests: Manifests, servers: Servers) 
     own = Manifests(manifests.folder / NAME)  # its own: dropped after use, shared by no one
     own.folder.mkdir(exist_ok=True)
     how = Client(malloc_tuned=False)
-    for count in rows:
-        runs = []
-        for _ in range(settings.repeats if count <= REPEATED_UP_TO else 1):
-            runs.append(run_apply(servers, NAME, own, count, CONCURRENCY, Setup(), how))
-            progress(runs[-1])
-        scenario.measurements.append(median_run(runs))
-        if count != rows[-1]:
-            own.drop(count)
+    chain = {rows[0], rows[0] * 10, rows[0] * 100}
+    repeats = {
+        count: settings.repeats if count <= REPEATED_UP_TO or count in chain else 1
+        for count in rows
+    }
+    runs: dict[int, list[Measurement]] = {count: [] for count in rows}
+    for repeat in range(max(repeats.values())):
+        for count in rows:
+            if repeat < repeats[count]:
+                runs[count].append(run_apply(servers, NAME, own, count, CONCURRENCY, Setup(), how))
+                progress(runs[count][-1])
+            if repeat == repeats[count] - 1 and count != rows[-1]:
+                own.drop(count)  # its last run: the manifest is no longer needed
+    scenario.measurements += [median_run(runs[count]) for count in rows]
     dry = run_apply(servers, NAME, own, rows[-1], CONCURRENCY, Setup(), how, dry_run=True)
     progress(dry)
     own.drop(rows[-1])
