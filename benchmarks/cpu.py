@@ -17,9 +17,9 @@ each core on its own: a fixed Python loop timed every 35 ms took 24 to 52 ms, an
 cores' timings did not move together (correlation 0.02 over half seconds). Runs taken one
 after the other meet different speeds: their CPU per secret spread over 1.5x to 2x for the
 same work, and a ratio of two such medians moved by 0.1 to 0.2 between runs of the same code,
-more than the goal's margin. So the two clients run at once, both pinned to one core
-(``CLIENT_CPUS``), the two emulators to the other (``SERVER_CPUS``): the core's speed, whatever
-it does, is shared by the two clients, and cancels in their ratio. What is left is the
+more than the goal's margin. So the two clients run at once, both pinned to one core, the two
+emulators to another (see :func:`pins`): the core's speed, whatever it does, is shared by the
+two clients, and cancels in their ratio. What is left is the
 method's own noise, measured in every run: bare against bare at once (``SAME_REPEATS``
 repeats), whose ratio should be 1.00. Each client then has half a core: both wait for their
 core as much, and find as many answers at each wait.
