@@ -64,19 +64,22 @@ def pins() -> Pins:
     return frozenset(usable[:1]), frozenset(usable[1:2])
 
 
+def placement(pinned: dict[str, int] | None) -> str:
+    """Where the runs went, as the scenario records it (``extra["pinned"]``)."""
+    if pinned is None:
+        return "not pinned"
+    return f"clients on CPU {pinned['clients']}, emulators on CPU {pinned['emulators']}"
+
+
 def scenario_cpu(settings: Settings, manifests: Manifests, servers: Servers) -> Scenario:
     small, large = settings.cpu_secrets
     pinned = None if servers.shared else pins()  # a smoke run's emulators are shared
-    where = (
-        f"clients on CPU {min(pinned[0])}, emulators on CPU {min(pinned[1])}"
-        if pinned
-        else "not pinned"
-    )
+    where = None if pinned is None else {"clients": min(pinned[0]), "emulators": min(pinned[1])}
     scenario = Scenario(
         NAME,
         f"CPU per secret, ({large:,} secrets less {small:,}) / {large - small:,}, of bare and "
-        f"apply run at once ({where}), at 0 ms, concurrency {CONCURRENCY}, on each event loop "
-        f"({', '.join(settings.loops)}); MALLOC_ENV on both; median of "
+        f"apply run at once ({placement(where)}), at 0 ms, concurrency {CONCURRENCY}, on each "
+        f"event loop ({', '.join(settings.loops)}); MALLOC_ENV on both; median of "
         f"{settings.cpu_repeats} repeats of apply/bare",
     )
     same_repeats = min(SAME_REPEATS, settings.cpu_repeats)
@@ -108,9 +111,7 @@ def scenario_cpu(settings: Settings, manifests: Manifests, servers: Servers) -> 
             if us is not None:
                 m.note += f"; CPU {us:.1f} us/secret"
     scenario.extra["small"], scenario.extra["large"] = small, large
-    scenario.extra["pinned"] = (
-        None if pinned is None else {"clients": min(pinned[0]), "emulators": min(pinned[1])}
-    )
+    scenario.extra["pinned"] = where
     scenario.extra["loops"] = loops
     scenario.extra["runs"] = every_run
     return scenario

@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from cpu import placement
 from measurements import Check, Measurement, Scenario, Settings
 from processes import DEFAULT_LOOP, LOOP_ENV, MALLOC_ENV
 from runs import LATENCY
@@ -163,12 +164,7 @@ def print_details(scenarios: dict[str, Scenario]) -> None:
                 f"apply {point['apply_rate']:>6,.0f}/s ({point['apply_of_ceiling']:.0%})"
             )
     if cpu := scenarios.get("cpu-per-secret"):
-        pinned = cpu.extra.get("pinned")
-        where = (
-            f"clients on CPU {pinned['clients']}, emulators on CPU {pinned['emulators']}"
-            if pinned
-            else "not pinned"
-        )
+        where = placement(cpu.extra.get("pinned"))
         print()
         print(
             f"CPU per secret ({cpu.extra['large']:,} secrets less {cpu.extra['small']:,}; "
