@@ -26,6 +26,7 @@ from processes import (
     BARE,
     DEFAULT_LOOP,
     ClientRun,
+    Lease,
     Servers,
     Setup,
     client_timeout,
@@ -35,6 +36,7 @@ from processes import (
     run_client,
     tail,
 )
+from timeline import Timeline
 
 RETRIES = 8
 DEFAULT_MAX_RPS = 50.0  # apply's default --max-rps (per account), only to bound a run's time
@@ -80,20 +82,35 @@ class Client:
     cpus: frozenset[int] | None = None  # the CPUs the client runs on (None: any)
     emulator_cpus: frozenset[int] | None = None  # those its fresh emulator runs on
     # The barrier the client waits at, once its emulator is up, with the runs it is to start
-    # with (see cpu.py).
+    # with, and the timeline that reads their emulators as they go (see together.py).
     together: threading.Barrier | None = field(default=None, compare=False)
+    timeline: Timeline | None = field(default=None, compare=False)
 
 
-def launch(command: list[str], timeout: float, how: Client) -> ClientRun:
-    """Run a client's ``command`` as ``how`` says (see ``processes.run_client``)."""
-    return run_client(
-        command,
-        timeout,
-        loop=how.loop,
-        malloc_tuned=how.malloc_tuned,
-        cpus=how.cpus,
-        together=how.together,
-    )
+def launch_and_fill(
+    command: list[str], timeout: float, how: Client, server: Lease, m: Measurement
+) -> ClientRun:
+    """Run a client's ``command`` against ``server`` as ``how`` says (see
+    ``processes.run_client``), watched by ``how.timeline`` if any; then fill in ``m`` what the
+    server saw."""
+    if how.timeline is not None:
+        how.timeline.watch(id(m), server)
+    try:
+        run = run_client(
+            command,
+            timeout,
+            loop=how.loop,
+            malloc_tuned=how.malloc_tuned,
+            cpus=how.cpus,
+            together=how.together,
+        )
+    finally:
+        if how.timeline is not None:
+            m.created = how.timeline.take(id(m))
+    server.fill(m)
+    if how.timeline is not None and m.connections is not None:
+        m.connections -= 1  # the timeline's own
+    return run
 
 
 # --- the three clients ----------------------------------------------------------------------
@@ -164,8 +181,7 @@ def run_bare(
             command += ["--loop", how.loop, "--accounts", str(how.accounts)]
             command += ["--list"] if how.listing else []
             command += ["--cafile", str(setup.tls.cert)] if setup.tls else []
-            run = launch(command, timeout, how)
-            server.fill(m)
+            run = launch_and_fill(command, timeout, how, server, m)
         record = json_object(run.stdout)
     except (RunFailed, requests.RequestException) as exc:
         m.error = str(exc) or type(exc).__name__
@@ -237,8 +253,7 @@ def run_apply(
             else:
                 command += ["--report", str(report), "--output", "json"]
             timeout = client_timeout(secrets, rate_guess)
-            run = launch(command, timeout, how)
-            server.fill(m)
+            run = launch_and_fill(command, timeout, how, server, m)
         m.exit_code = run.returncode
         m.wall_seconds = run.wall_seconds
         m.peak_rss_kib = run.peak_rss_kib

@@ -9,72 +9,34 @@ number of secrets each (10,000 and 40,000). A client's CPU per secret is
 ``os.wait4``) over the extra secrets, so that interpreter start-up, imports, the listing of the
 empty account and the session cancel out. The repeat's ratio is apply's CPU per secret over
 bare's; the median of ``settings.cpu_repeats`` repeats (see ``runs.CPU_REPEATS``) counts,
-with a 90% interval: the 5th and 95th percentiles of that median over ``BOOTSTRAP``
-resamplings of the repeats (seeded: the same runs give the same interval).
+with a 90% interval: the 5th and 95th percentiles of that median over
+``together.BOOTSTRAP`` resamplings of the repeats (seeded: the same runs give the same interval).
 
-Why at once, on one core. The speed of this machine's cores moves by up to 2x within a second,
-each core on its own: a fixed Python loop timed every 35 ms took 24 to 52 ms, and the two
-cores' timings did not move together (correlation 0.02 over half seconds). Runs taken one
-after the other meet different speeds: their CPU per secret spread over 1.5x to 2x for the
-same work, and a ratio of two such medians moved by 0.1 to 0.2 between runs of the same code,
-more than the goal's margin. So the two clients run at once, both pinned to one core, the two
-emulators to another (see :func:`pins`): the core's speed, whatever it does, is shared by the
-two clients, and cancels in their ratio. What is left is the
-method's own noise, measured in every run: bare against bare at once (``SAME_REPEATS``
-repeats), whose ratio should be 1.00. Each client then has half a core: both wait for their
-core as much, and find as many answers at each wait.
-
-Where the harness cannot pin (fewer than two CPUs usable, or no ``sched_setaffinity``: not
-Linux), the two run at once wherever the system puts them, and the details say so.
+Why at once, on one core: see ``together.py``. What is left is the method's own noise,
+measured in every run: bare against bare at once (``SAME_REPEATS`` repeats), whose ratio should
+be 1.00.
 """
 
 from __future__ import annotations
 
-import os
-import random
-import statistics
-import threading
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
-from clients import Client, Manifests, run_apply, run_bare
+from clients import Client, Manifests
 from measurements import Measurement, Scenario, Settings, ratio
 from processes import Servers, Setup
 from runs import CONCURRENCY, median_run, progress
+from together import at_once, median_interval, median_of, overlap_ratio, pinned_as, placement
 
 NAME = "cpu-per-secret"
 CPU_SECRETS = (10_000, 40_000)
 QUICK_CPU_SECRETS = (2_500, 10_000)
 SMOKE_CPU_SECRETS = (10, 40)
-BOOTSTRAP = 2000  # resamplings of the repeats, for the ratio's interval
 SAME_REPEATS = 3  # repeats of bare against bare at once: the method's own noise
-
-Pins = tuple[frozenset[int], frozenset[int]] | None  # (the clients' CPU, the emulators')
-
-
-def pins() -> Pins:
-    """The CPU the clients run on and the one the emulators run on: the first two this
-    process may use; None where it cannot pin."""
-    if not hasattr(os, "sched_getaffinity"):
-        return None
-    usable = sorted(os.sched_getaffinity(0))
-    if len(usable) < 2:
-        return None
-    return frozenset(usable[:1]), frozenset(usable[1:2])
-
-
-def placement(pinned: dict[str, int] | None) -> str:
-    """Where the runs went, as the scenario records it (``extra["pinned"]``)."""
-    if pinned is None:
-        return "not pinned"
-    return f"clients on CPU {pinned['clients']}, emulators on CPU {pinned['emulators']}"
 
 
 def scenario_cpu(settings: Settings, manifests: Manifests, servers: Servers) -> Scenario:
     small, large = settings.cpu_secrets
-    pinned = None if servers.shared else pins()  # a smoke run's emulators are shared
-    where = None if pinned is None else {"clients": min(pinned[0]), "emulators": min(pinned[1])}
+    where = pinned_as(servers, Client())[1]
     scenario = Scenario(
         NAME,
         f"CPU per secret, ({large:,} secrets less {small:,}) / {large - small:,}, of bare and "
@@ -86,14 +48,12 @@ def scenario_cpu(settings: Settings, manifests: Manifests, servers: Servers) -> 
     loops = {}
     every_run: dict[str, list[dict[str, object]]] = {}  # not only the medians in measurements
     for loop in settings.loops:
-        how = Client(loop=loop)
-        if pinned:
-            how = replace(how, cpus=pinned[0], emulator_cpus=pinned[1])
+        how = pinned_as(servers, Client(loop=loop))[0]
         runs: defaultdict[tuple[str, int], list[Measurement]] = defaultdict(list)
         for repeat in range(settings.cpu_repeats + same_repeats):
             pair = ("bare", "apply") if repeat < settings.cpu_repeats else ("bare", "bare 2")
             for count in (small, large):
-                done = at_once(pair, servers, manifests, count, how)
+                done = at_once(NAME, pair, servers, manifests, count, CONCURRENCY, Setup(), how)
                 for client, m in zip(pair, done, strict=True):
                     progress(m)
                     runs[client, count].append(m)
@@ -105,7 +65,10 @@ def scenario_cpu(settings: Settings, manifests: Manifests, servers: Servers) -> 
             m.note = (m.note + "; " if m.note else "") + "run at once with the other client"
         scenario.measurements += [bare, apply]
         loops[loop] = per_secret(runs, small, large, settings.cpu_repeats)
-        loops[loop]["throughput_vs_bare"] = apply.ratio_vs_bare
+        # their rates over the stretch when both were creating (apply's tail, alone, left out)
+        pairs = zip(runs["apply", large], runs["bare", large], strict=False)  # bare's A/A too
+        overlap = [overlap_ratio(apply_run, bare_run) for apply_run, bare_run in pairs]
+        loops[loop]["throughput_at_once"] = median_of(overlap)
         for client, m in (("bare", bare), ("apply", apply)):
             us = loops[loop][f"{client}_us_per_secret"]
             if us is not None:
@@ -115,29 +78,6 @@ def scenario_cpu(settings: Settings, manifests: Manifests, servers: Servers) -> 
     scenario.extra["loops"] = loops
     scenario.extra["runs"] = every_run
     return scenario
-
-
-def at_once(
-    clients: tuple[str, str], servers: Servers, manifests: Manifests, count: int, how: Client
-) -> list[Measurement]:
-    """A run of each client of ``clients`` ("bare", "apply", or "bare 2": bare again), each
-    with ``count`` secrets against an emulator of its own, started together (once both
-    emulators are up), as ``how`` says."""
-    together = threading.Barrier(len(clients))
-    paired = replace(how, together=together)
-
-    def run(client: str) -> Measurement:
-        try:
-            if client == "apply":
-                return run_apply(servers, NAME, manifests, count, CONCURRENCY, Setup(), paired)
-            m = run_bare(servers, NAME, count, CONCURRENCY, Setup(), paired)
-            m.client = client
-            return m
-        finally:
-            together.abort()  # past the barrier by now, or failed before it: free the other
-
-    with ThreadPoolExecutor(len(clients), thread_name_prefix="cpu") as pool:
-        return list(pool.map(run, clients))
 
 
 def per_secret(
@@ -165,29 +105,12 @@ def per_secret(
     return record
 
 
-def median_of(values: list[float | None]) -> float | None:
-    """The median, or None when a value is missing (a run failed) or there are none."""
-    measured = [v for v in values if v is not None]
-    return statistics.median(measured) if measured and len(measured) == len(values) else None
-
-
 def quotients(tops: list[float | None], bottoms: list[float | None]) -> list[float | None]:
     """Each of ``tops`` over the one of ``bottoms`` beside it (None where either is)."""
     return [
         None if top is None or not bottom else top / bottom
         for top, bottom in zip(tops, bottoms, strict=True)
     ]
-
-
-def median_interval(values: list[float | None]) -> tuple[float, float] | None:
-    """The 5th and 95th percentiles of the median of ``values`` over seeded resamplings of
-    them; None with fewer than 3, or one missing."""
-    measured = [v for v in values if v is not None]
-    if len(measured) < 3 or len(measured) < len(values):
-        return None
-    draw = random.Random(0).choices
-    medians = sorted(statistics.median(draw(measured, k=len(measured))) for _ in range(BOOTSTRAP))
-    return medians[BOOTSTRAP * 5 // 100], medians[BOOTSTRAP * 95 // 100 - 1]
 
 
 def cpu_per_secret(small: Measurement, large: Measurement) -> float | None:

@@ -58,6 +58,10 @@ class Measurement:
     repeat_runs: list[dict[str, Any]] = field(default_factory=list)  # every repeat, in short
     note: str = ""
     error: str | None = None  # why there is no measurement
+    # Run at once with others and watched (see timeline.py): (time, secrets created so far), and
+    # its rate over the stretch when every run of them was creating.
+    created: list[tuple[float, int]] = field(default_factory=list, repr=False)
+    overlap_rate: float | None = None
     # Seconds since the harness started: when this run's emulator was started, and when the
     # run was over (emulator stopped). What lies between runs is the harness's own time.
     began_at: float = field(default_factory=since_start)
@@ -100,6 +104,7 @@ class Measurement:
 
     def to_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
+        del record["created"]  # a read every 50 ms: the rate over it is kept
         record.update(
             rate=self.rate,
             request_rate=self.request_rate,

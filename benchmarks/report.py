@@ -13,10 +13,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from cpu import placement
 from measurements import Check, Measurement, Scenario, Settings
 from processes import DEFAULT_LOOP, LOOP_ENV, MALLOC_ENV
 from runs import LATENCY
+from together import placement
 
 HERE = Path(__file__).resolve().parent
 # Bare against bare at once measured 0.982x to 1.031x over 22 repeats in four runs on
@@ -194,8 +194,13 @@ def print_details(scenarios: dict[str, Scenario]) -> None:
                     f"           bare against itself is {same:.3f}x, not 1.00x within "
                     f"{SAME_TOLERANCE:.2f}: the ratio is rough"
                 )
-            print(f"           throughput at {cpu.extra['large']:,}: apply/bare "
-                  f"{fmt_ratio(record['throughput_vs_bare'])}")  # fmt: skip
+            print(f"           throughput at {cpu.extra['large']:,}, while both created: "
+                  f"apply/bare {fmt_ratio(record['throughput_at_once'])}")  # fmt: skip
+    for name, label in (("latency-0ms", "0 ms"), ("tls", "TLS at 0 ms")):
+        scenario = scenarios.get(name)
+        if scenario is not None and (record := scenario.extra.get("at_once")):
+            print()
+            print_at_once(f"{label}, c={scenario.measurements[-1].concurrency}", record)
     if control := scenarios.get("rate-control"):
         print()
         print("random 429s, apply at its default rate:")
@@ -228,12 +233,15 @@ def print_details(scenarios: dict[str, Scenario]) -> None:
                 f"memory: peak RSS grows {g['bytes_per_row']:.1f} bytes/row from "
                 f"{g['from_rows']:,} to {g['to_rows']:,} rows"
             )
+        for count, record in memory.extra.get("chain_at_once", {}).items():
+            print_at_once(f"linear chain, {count:,} rows", record)
         if linear := memory.extra.get("linear"):
-            rates = ", ".join(f"{r:,.0f}" for r in linear["rates"])
-            rows = ", ".join(f"{r:,}" for r in linear["rows"])
+            flat = linear["rate_min_over_max"]
             print(
-                f"linear: rates {rates}/s at {rows} rows (min/max "
-                f"{linear['rate_min_over_max']:.2f}); growth "
+                f"linear: apply/bare at once {brackets(linear['ratios'], '.3f')} at "
+                f"{', '.join(f'{r:,}' for r in linear['rows'])} rows (min/max "
+                f"{'-' if flat is None else f'{flat:.3f}'}); in turn "
+                f"{brackets(linear['rates_in_turn'], ',.0f')}/s; growth "
                 f"{linear['bytes_per_row'][0]:.1f} then {linear['bytes_per_row'][1]:.1f} "
                 "bytes/row"
             )
@@ -275,6 +283,25 @@ def machine_info() -> dict[str, Any]:
         "load_average_at_start": os.getloadavg(),
         "git": git_state(),
     }
+
+
+def print_at_once(label: str, record: dict[str, Any]) -> None:
+    """A ``together.rates_at_once`` record: the ratio and each repeat's rates."""
+    interval = record.get("ratio_interval")
+    within = f" (90% interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
+    print(
+        f"{label}, bare and apply at once ({placement(record['pinned'])}): apply/bare "
+        f"{fmt_ratio(record['ratio'])}{within} {brackets(record['ratio_repeats'], '.3f')}; "
+        f"while both created, bare {brackets(record['bare_rates'], ',.0f')}/s, "
+        f"apply {brackets(record['apply_rates'], ',.0f')}/s"
+    )
+    if record.get("same_ratio_repeats"):
+        print(
+            f"  bare/bare at once {fmt_ratio(record['same_ratio'])} "
+            f"{brackets(record['same_ratio_repeats'], '.3f')}: the method's own noise"
+        )
+    for error in record["errors"]:
+        print(f"  failed: {error}")
 
 
 def installed_version(package: str) -> str | None:

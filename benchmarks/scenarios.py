@@ -26,6 +26,7 @@ from clients import Client, Manifests, run_apply, run_sequential
 from measurements import Measurement, Scenario, Settings, ratio
 from processes import Servers, Setup, stop_clients
 from runs import CONCURRENCY, LATENCY, bare_and_apply, progress, repeats_for, secrets_for
+from together import rates_at_once
 
 SWEEP = (16, 64, 256, 1024)
 QUICK_SWEEP = (16, 64)  # 64 is the 50 ms scenario's own run: one more point is measured
@@ -46,6 +47,7 @@ RATE_CONTROL_CONCURRENCY = 32
 SEQUENTIAL_SAMPLE = {0.0: 300, LATENCY: 100}  # sequential is sampled: it is far too slow
 QUICK_SEQUENTIAL_SAMPLE = {0.0: 50, LATENCY: 20}
 SMOKE_SECRETS = 40
+SAME_REPEATS_AT_ONCE = 2  # at 0 ms: repeats of bare against bare at once, the method's noise
 # The 50 ms scenario's own point only (shown again, as in every sweep): each point of its own
 # would cost two more client processes and an emulator, a second of CPU on two cores.
 SMOKE_SWEEP = (CONCURRENCY,)
@@ -58,7 +60,8 @@ SMOKE_THREADS = 3
 def scenario_latency(
     name: str, latency: float, settings: Settings, manifests: Manifests, servers: Servers
 ) -> Scenario:
-    """Sequential (sampled), bare and apply at concurrency 64, one emulator latency."""
+    """Sequential (sampled), bare and apply at concurrency 64, one emulator latency; at 0 ms,
+    bare and apply again, at once (``together.rates_at_once``)."""
     scenario = Scenario(
         name,
         f"emulator latency {latency * 1000:g} ms, concurrency {CONCURRENCY}: "
@@ -75,6 +78,11 @@ def scenario_latency(
     for m in scenario.measurements:
         m.ratio_vs_bare = ratio(m, bare)
         m.ratio_vs_sequential = ratio(m, sequential)
+    if latency == 0:  # bound by the client's CPU: the ratio that counts is taken at once
+        same = min(SAME_REPEATS_AT_ONCE, settings.cpu_bound_repeats)
+        scenario.extra["at_once"] = rates_at_once(
+            name, servers, manifests, n, CONCURRENCY, setup, (settings.cpu_bound_repeats, same)
+        )
     return scenario
 
 

@@ -3,7 +3,9 @@
 The emulator (``tls_emulator.py``) serves a self-signed certificate for IP 127.0.0.1, made with
 the ``openssl`` CLI; apply trusts it with ``--ca-bundle``, the bare loop with an
 ``ssl.SSLContext`` loaded with it (``bare.py --cafile``). Both at concurrency 256, at 0 ms and
-at 50 ms, on the default loop with ``MALLOC_ENV``, taken in turn, the median of the repeats.
+at 50 ms, on the default loop with ``MALLOC_ENV``, taken in turn, the median of the repeats;
+at 0 ms, where the client's CPU bounds the rate, again at once (``together.rates_at_once``),
+whose ratio is the one the goal holds.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from clients import Manifests
 from measurements import Measurement, RunFailed, Scenario, Settings, ratio
 from processes import Servers, Setup, make_certificate
 from runs import LATENCY, bare_and_apply, repeats_for
+from together import rates_at_once
 
 NAME = "tls"
 TLS_CONCURRENCY = 256
@@ -48,4 +51,14 @@ def scenario_tls(settings: Settings, manifests: Manifests, servers: Servers) -> 
         for m in (bare, apply):
             m.ratio_vs_bare = ratio(m, bare)
         scenario.measurements += [bare, apply]
+        if latency == 0:
+            scenario.extra["at_once"] = rates_at_once(
+                NAME,
+                servers,
+                manifests,
+                settings.secrets,
+                TLS_CONCURRENCY,
+                Setup(latency=latency, tls=certificate),
+                (settings.cpu_bound_repeats, 0),
+            )
     return scenario

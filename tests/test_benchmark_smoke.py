@@ -69,6 +69,15 @@ def test_smoke_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     assert record["checks"] and all(
         c["verdict"] in {"PASS", "MISS", "SKIP"} for c in record["checks"]
     )
+    at_once = [  # the comparisons made at once: every run of them gave a measurement
+        record["scenarios"]["latency-0ms"]["at_once"],
+        record["scenarios"]["tls"]["at_once"],
+        *record["scenarios"]["memory"]["chain_at_once"].values(),
+    ]
+    assert len(at_once) == 5
+    for comparison in at_once:
+        assert comparison["errors"] == [], comparison
+        assert len(comparison["ratio_repeats"]) == len(comparison["bare_rates"]) >= 1
 
 
 def test_bytecodes_counts_each_function_exactly(tmp_path: Path) -> None:
@@ -101,7 +110,7 @@ def test_the_cpu_ratio_comes_with_an_interval_that_holds_it() -> None:
     the repeats' ratios, so the same runs give the same interval, around their median."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from cpu import median_interval
+        from together import median_interval
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     ratios: list[float | None] = [1.068, 1.033, 1.034, 1.071, 1.091]
@@ -112,6 +121,56 @@ def test_the_cpu_ratio_comes_with_an_interval_that_holds_it() -> None:
     assert median_interval([1.1] * 5) == (1.1, 1.1)
     assert median_interval(ratios[:2]) is None
     assert median_interval([*ratios, None]) is None  # a run failed: no interval
+
+
+def test_rates_at_once_count_only_while_every_run_was_creating() -> None:
+    """``timeline.overlap_rates``: from the first read at which every run had created a
+    secret to the last at which none had created its last; the lone tail of the slower run
+    does not count, and a stretch read too few times gives no rate."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from timeline import MIN_READS, overlap_rates
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    # one read a second; fast creates 100/s from t=2 to t=42, slow 50/s from t=4, to 4,000
+    fast = [(float(t), max(0, min(4000, 100 * (t - 2)))) for t in range(0, 50)]
+    slow = [(float(t), max(0, min(4000, 50 * (t - 4)))) for t in range(0, 90)]
+    rates = overlap_rates([fast, slow])
+    assert rates == pytest.approx([100.0, 50.0])
+    assert overlap_rates([fast, fast]) == pytest.approx([100.0, 100.0])
+    short = [(float(t), 0 if t < MIN_READS - 5 else 10) for t in range(MIN_READS)]
+    assert overlap_rates([fast, short]) is None  # they overlap over too few reads
+    assert overlap_rates([fast, []]) is None  # a run never read
+
+
+def test_a_timeline_reads_what_an_emulator_created_to_the_last(tmp_path: Path) -> None:
+    """``timeline.Timeline`` against a real emulator: its last read, taken as it stops
+    watching, holds every secret created before; its connection is one, which
+    ``clients.launch_and_fill`` takes off the run's."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from processes import ACCOUNT, API_KEY, Emulator, Lease, Setup, local_session
+        from timeline import Timeline
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    timeline = Timeline()
+    with Emulator(Setup()) as server:
+        timeline.watch(1, Lease(server, ACCOUNT, 0.0, None))
+        with local_session() as session:
+            for index in range(5):
+                body = {"keyName": f"K{index}", "value": "v"}
+                created = session.post(
+                    f"{server.url}/v1/accounts/{ACCOUNT}/secrets",
+                    json={"name": f"accounts/{ACCOUNT}/secrets/k{index}", **body},
+                    headers={"Authorization": f"Bearer {API_KEY}"},
+                    timeout=10,
+                )
+                assert created.status_code == 200
+        reads = timeline.take(1)
+        timeline.close()
+        assert reads[-1][1] == 5
+        assert [n for _, n in reads] == sorted(n for _, n in reads)
+        assert server.stats()["connections"] == 2  # the POSTs' and the timeline's
 
 
 def test_each_repeat_pairs_apply_with_the_bare_run_beside_it() -> None:
