@@ -293,7 +293,8 @@ def print_at_once(label: str, record: dict[str, Any]) -> None:
         f"{label}, bare and apply at once ({placement(record['pinned'])}): apply/bare "
         f"{fmt_ratio(record['ratio'])}{within} {brackets(record['ratio_repeats'], '.3f')}; "
         f"while both created, bare {brackets(record['bare_rates'], ',.0f')}/s, "
-        f"apply {brackets(record['apply_rates'], ',.0f')}/s"
+        f"apply {brackets(record['apply_rates'], ',.0f')}/s; CPU of the whole processes, "
+        f"apply/bare {brackets(record['cpu_ratios'], '.3f')}"
     )
     if record.get("same_ratio_repeats"):
         print(

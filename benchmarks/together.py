@@ -125,6 +125,7 @@ def rates_at_once(
     ratios: list[float | None] = []
     same: list[float | None] = []
     record["bare_rates"], record["apply_rates"], record["errors"] = [], [], []
+    record["cpu_ratios"] = []  # apply's process CPU over bare's, start-up included
     for repeat in range(sum(repeats)):
         pair = ("bare", "apply") if repeat < repeats[0] else ("bare", "bare 2")
         bare, other = at_once(scenario, pair, servers, manifests, count, concurrency, setup, how)
@@ -134,6 +135,8 @@ def rates_at_once(
         if repeat < repeats[0]:
             record["bare_rates"].append(bare.overlap_rate)
             record["apply_rates"].append(other.overlap_rate)
+            top, bottom = other.client_cpu_seconds, bare.client_cpu_seconds
+            record["cpu_ratios"].append(top / bottom if top and bottom else None)
         (ratios if repeat < repeats[0] else same).append(overlap_ratio(other, bare))
     record["ratio_repeats"], record["ratio"] = ratios, median_of(ratios)
     record["ratio_interval"] = median_interval(ratios)
