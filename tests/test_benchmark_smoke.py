@@ -173,6 +173,53 @@ def test_a_timeline_reads_what_an_emulator_created_to_the_last(tmp_path: Path) -
         assert server.stats()["connections"] == 2  # the POSTs' and the timeline's
 
 
+def test_the_goals_bound_by_cpu_are_judged_by_the_runs_made_at_once() -> None:
+    """``targets``: the 0 ms throughput goal and the linear chain are judged by apply's rate
+    over bare's at once; the ratio of the runs taken in turn is only shown beside it, and a
+    comparison at once that failed or could not be read is a MISS with its reason."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from measurements import Measurement, Scenario
+        from targets import linear_checks, throughput_checks
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    def at_0ms(at_once: dict[str, object]) -> Scenario:
+        bare = Measurement("latency-0ms", "bare", 64, 0.0, 100, succeeded=100, work_seconds=1.0)
+        apply = Measurement("latency-0ms", "apply", 64, 0.0, 100, succeeded=100, work_seconds=1.25)
+        apply.ratio_vs_bare = 0.8  # in turn, on a machine whose speed moved
+        scenario = Scenario("latency-0ms", "", [bare, apply])
+        scenario.extra["at_once"] = {"errors": [], "ratio_interval": None, **at_once}
+        return scenario
+
+    def verdict_at_0ms(at_once: dict[str, object]) -> tuple[str, str]:
+        check = throughput_checks({"latency-0ms": at_0ms(at_once)})[0]
+        return check.verdict, check.observed
+
+    verdict, observed = verdict_at_0ms({"ratio": 0.95, "same_ratio": 1.0})
+    assert verdict == "PASS" and "0.95x bare at once" in observed and "in turn 0.80x" in observed
+    assert verdict_at_0ms({"ratio": 0.85, "same_ratio": None})[0] == "MISS"
+    assert verdict_at_0ms({"ratio": None, "same_ratio": None})[0] == "MISS"
+    verdict, observed = verdict_at_0ms({"ratio": 0.95, "same_ratio": 1.0, "errors": ["apply: x"]})
+    assert verdict == "MISS" and "apply: x" in observed
+
+    def verdict_of_chain(ratios: list[float | None], flat: float | None) -> str:
+        memory = Scenario("memory", "")
+        memory.extra["linear"] = {
+            "rows": [10_000, 100_000, 1_000_000],
+            "ratios": ratios,
+            "rate_min_over_max": flat,
+            "rates_in_turn": [7_000.0, 12_000.0, 8_000.0],  # in turn: 0.58, not judged
+            "bytes_per_row": [50.0, 0.2],
+            "growth_ratio": 0.004,
+        }
+        return linear_checks(memory)[0].verdict
+
+    assert verdict_of_chain([0.9, 0.925, 0.903], 0.9 / 0.925) == "PASS"
+    assert verdict_of_chain([0.8, 0.925, 0.903], 0.8 / 0.925) == "MISS"
+    assert verdict_of_chain([None, 0.925, 0.903], None) == "MISS"
+
+
 def test_each_repeat_pairs_apply_with_the_bare_run_beside_it() -> None:
     """``cpu.per_secret``: a repeat's ratio is apply's CPU per secret over that of the bare
     run made at the same time; bare's runs past the repeats are the check of bare against
