@@ -66,7 +66,8 @@ def scenario_cpu(settings: Settings, manifests: Manifests, servers: Servers) -> 
         scenario.measurements += [bare, apply]
         loops[loop] = per_secret(runs, small, large, settings.cpu_repeats)
         # their rates over the stretch when both were creating (apply's tail, alone, left out)
-        pairs = zip(runs["apply", large], runs["bare", large], strict=False)  # bare's A/A too
+        # bare's list goes on with its runs against "bare 2": zip stops at apply's last
+        pairs = zip(runs["apply", large], runs["bare", large], strict=False)
         overlap = [overlap_ratio(apply_run, bare_run) for apply_run, bare_run in pairs]
         loops[loop]["throughput_at_once"] = median_of(overlap)
         for client, m in (("bare", bare), ("apply", apply)):
