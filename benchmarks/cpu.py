@@ -25,7 +25,15 @@ from clients import Client, Manifests
 from measurements import Measurement, Scenario, Settings, ratio
 from processes import Servers, Setup
 from runs import CONCURRENCY, median_run, progress
-from together import at_once, median_interval, median_of, overlap_ratio, pinned_as, placement
+from together import (
+    at_once,
+    median_interval,
+    median_of,
+    overlap_ratio,
+    pinned_as,
+    placement,
+    quotients,
+)
 
 NAME = "cpu-per-secret"
 CPU_SECRETS = (10_000, 40_000)
@@ -104,14 +112,6 @@ def per_secret(
     record["same_ratio_repeats"] = same_ratios = quotients(values["bare 2"], same)
     record["same_ratio"] = median_of(same_ratios)
     return record
-
-
-def quotients(tops: list[float | None], bottoms: list[float | None]) -> list[float | None]:
-    """Each of ``tops`` over the one of ``bottoms`` beside it (None where either is)."""
-    return [
-        None if top is None or not bottom else top / bottom
-        for top, bottom in zip(tops, bottoms, strict=True)
-    ]
 
 
 def cpu_per_secret(small: Measurement, large: Measurement) -> float | None:

@@ -14,7 +14,8 @@ each wait.
 :func:`pins` picks the cores (the clients on the first this process may use, the emulators on
 the second); :func:`at_once` runs a pair, started together at a barrier once both emulators
 are up, and gives each run its rate over the stretch when both were creating
-(``timeline.overlap_rates``); :func:`median_of` and :func:`median_interval` sum repeats up.
+(``timeline.overlap_rates``); :func:`quotients`, :func:`median_of` and
+:func:`median_interval` sum repeats up.
 Where the harness cannot pin (fewer than two CPUs usable, or no ``sched_setaffinity``: not
 Linux), the two run at once wherever the system puts them, and the details say so.
 """
@@ -125,7 +126,7 @@ def rates_at_once(
     ratios: list[float | None] = []
     same: list[float | None] = []
     record["bare_rates"], record["apply_rates"], record["errors"] = [], [], []
-    record["cpu_ratios"] = []  # apply's process CPU over bare's, start-up included
+    cpus: dict[str, list[float | None]] = {"bare": [], "apply": []}  # process CPU, start-up in
     for repeat in range(sum(repeats)):
         pair = ("bare", "apply") if repeat < repeats[0] else ("bare", "bare 2")
         bare, other = at_once(scenario, pair, servers, manifests, count, concurrency, setup, how)
@@ -135,9 +136,10 @@ def rates_at_once(
         if repeat < repeats[0]:
             record["bare_rates"].append(bare.overlap_rate)
             record["apply_rates"].append(other.overlap_rate)
-            top, bottom = other.client_cpu_seconds, bare.client_cpu_seconds
-            record["cpu_ratios"].append(top / bottom if top and bottom else None)
+            cpus["bare"].append(bare.client_cpu_seconds)
+            cpus["apply"].append(other.client_cpu_seconds)
         (ratios if repeat < repeats[0] else same).append(overlap_ratio(other, bare))
+    record["cpu_ratios"] = quotients(cpus["apply"], cpus["bare"])  # apply's over bare's
     record["ratio_repeats"], record["ratio"] = ratios, median_of(ratios)
     record["ratio_interval"] = median_interval(ratios)
     record["same_ratio_repeats"], record["same_ratio"] = same, median_of(same)
@@ -149,6 +151,14 @@ def overlap_ratio(top: Measurement, bottom: Measurement) -> float | None:
     if top.overlap_rate is None or not bottom.overlap_rate or not top.all_succeeded:
         return None
     return top.overlap_rate / bottom.overlap_rate
+
+
+def quotients(tops: list[float | None], bottoms: list[float | None]) -> list[float | None]:
+    """Each of ``tops`` over the one of ``bottoms`` beside it (None where either is)."""
+    return [
+        None if top is None or not bottom else top / bottom
+        for top, bottom in zip(tops, bottoms, strict=True)
+    ]
 
 
 def median_of(values: list[float | None]) -> float | None:
