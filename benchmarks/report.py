@@ -179,18 +179,10 @@ def print_details(scenarios: dict[str, Scenario]) -> None:
                 each = brackets(record[f"{client}_us_per_secret_repeats"], ".1f")
                 parts.append(f"{client} {'-' if us is None else f'{us:.1f}'} us {each}")
             print(f"  {loop:<8} {'; '.join(parts)}")
-            interval = record.get("ratio_interval")
-            within = f" (90% interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
-            print(
-                f"           apply/bare {fmt_ratio(record['ratio'])}{within} "
-                f"{brackets(record['ratio_repeats'], '.3f')}"
-            )
+            print(f"           apply/bare {ratio_with_interval(record)}")
             same = record.get("same_ratio")
             if record.get("same_ratio_repeats"):
-                print(
-                    f"           bare/bare at once {fmt_ratio(same)} "
-                    f"{brackets(record['same_ratio_repeats'], '.3f')}: the method's own noise"
-                )
+                print(f"           {bare_against_bare(record)}")
             if same is not None and abs(same - 1) > SAME_TOLERANCE:
                 print(
                     f"           bare against itself is {same:.3f}x, not 1.00x within "
@@ -289,20 +281,15 @@ def machine_info() -> dict[str, Any]:
 
 def print_at_once(label: str, record: dict[str, Any]) -> None:
     """A ``together.rates_at_once`` record: the ratio and each repeat's rates."""
-    interval = record.get("ratio_interval")
-    within = f" (90% interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
     print(
         f"{label}, bare and apply at once ({placement(record['pinned'])}): apply/bare "
-        f"{fmt_ratio(record['ratio'])}{within} {brackets(record['ratio_repeats'], '.3f')}; "
+        f"{ratio_with_interval(record)}; "
         f"while both created, bare {brackets(record['bare_rates'], ',.0f')}/s, "
         f"apply {brackets(record['apply_rates'], ',.0f')}/s; CPU of the whole processes, "
         f"apply/bare {brackets(record['cpu_ratios'], '.3f')}"
     )
     if record.get("same_ratio_repeats"):
-        print(
-            f"  bare/bare at once {fmt_ratio(record['same_ratio'])} "
-            f"{brackets(record['same_ratio_repeats'], '.3f')}: the method's own noise"
-        )
+        print(f"  {bare_against_bare(record)}")
     for error in record["errors"]:
         print(f"  failed: {error}")
 
@@ -312,6 +299,21 @@ def installed_version(package: str) -> str | None:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def ratio_with_interval(record: dict[str, Any]) -> str:
+    """A comparison's median ratio, its 90% interval, and every repeat's ratio."""
+    interval = record.get("ratio_interval")
+    within = f" (90% interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
+    return f"{fmt_ratio(record['ratio'])}{within} {brackets(record['ratio_repeats'], '.3f')}"
+
+
+def bare_against_bare(record: dict[str, Any]) -> str:
+    """A comparison's check of bare against bare at once: its median and every repeat."""
+    return (
+        f"bare/bare at once {fmt_ratio(record['same_ratio'])} "
+        f"{brackets(record['same_ratio_repeats'], '.3f')}: the method's own noise"
+    )
 
 
 def brackets(values: list[float | None], spec: str) -> str:
