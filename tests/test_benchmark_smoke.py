@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from bulk_secrets.cli.collector import RUN_THRESHOLD
+
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = {
     "latency-0ms": {"sequential", "bare", "apply"},
@@ -171,6 +173,16 @@ def test_a_timeline_reads_what_an_emulator_created_to_the_last(tmp_path: Path) -
         assert reads[-1][1] == 5
         assert [n for _, n in reads] == sorted(n for _, n in reads)
         assert server.stats()["connections"] == 2  # the POSTs' and the timeline's
+
+
+def test_the_bare_loop_sets_its_collector_as_apply_does() -> None:
+    """The floor is given apply's own collector threshold (it does not import the tool)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from bare import GC_THRESHOLD
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert GC_THRESHOLD == RUN_THRESHOLD
 
 
 def test_the_goals_bound_by_cpu_are_judged_by_the_runs_made_at_once() -> None:

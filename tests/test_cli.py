@@ -7,10 +7,13 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
+from bulk_secrets.cli import entry
+from bulk_secrets.cli.collector import RUN_THRESHOLD
 from bulk_secrets.emulator import EmulatorConfig, Faults, running_emulator
 
 from .helpers import (
@@ -213,9 +216,22 @@ async def test_a_value_file_gone_mid_run_exits_1_with_a_complete_report(tmp_path
     assert CANARY not in err + report.read_text()
 
 
-async def test_main_gives_the_collector_back_running_and_unfrozen(tmp_path: Path) -> None:
-    # main pauses the garbage collector while the manifests load and freezes what they hold;
-    # a caller that goes on in the same process gets it back as it was, after an error too.
+async def test_main_gives_the_collector_back_running_and_unfrozen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # main pauses the garbage collector while the manifests load, freezes what they hold and
+    # runs the command at a higher threshold; a caller that goes on in the same process gets
+    # the collector back as it was, after an error too.
+    during: list[tuple[int, int, int]] = []
+    validate = entry._validate
+
+    def watched(*args: Any, **kwargs: Any) -> int:
+        during.append(gc.get_threshold())
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(entry, "_validate", watched)
+    before = gc.get_threshold()
     broken = tmp_path / "broken.csv"
     broken.write_text("keyName,value\n9_NOT_A_NAME,x\n")
     for manifest, exit_code in (("manifests/example.csv", 0), (str(broken), 2)):
@@ -223,6 +239,8 @@ async def test_main_gives_the_collector_back_running_and_unfrozen(tmp_path: Path
         assert code == exit_code, err
         assert gc.isenabled()
         assert gc.get_freeze_count() == 0
+        assert gc.get_threshold() == before
+    assert during == [(RUN_THRESHOLD, *before[1:])]  # the broken manifest never got that far
 
 
 async def test_validate_lists_targets_without_values_and_sends_nothing(tmp_path: Path) -> None:

@@ -7,13 +7,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import importlib.metadata
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import BulkSecretsError, ManifestError, UsageError
@@ -40,7 +39,15 @@ from ..options import (
 from ..report import counted
 from ..sandbox import SANDBOX_ACCOUNT
 from ..sharding import Shard, parse_shard
-from . import api_commands, emulator_command, list_command, logs, progress, report_command
+from . import (
+    api_commands,
+    collector,
+    emulator_command,
+    list_command,
+    logs,
+    progress,
+    report_command,
+)
 from .output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say, with_hint
 from .units import parse_duration, parse_size
 
@@ -305,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     args.argv = argv  # to say how to run it again
     logs.configure_from(args)
+    threshold = gc.get_threshold()
     try:
         if args.command == "emulator":
             return emulator_command.run(args, say)
@@ -313,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return list_command.run(args)
         if args.command == "report":
             return report_command.run(args)
-        with _collector_paused_then_frozen():
+        with collector.paused_then_frozen():
             manifests = _load(args)
         if args.shard is not None and not manifests.accounts():
             say(f"shard {args.shard} holds none of the manifests' accounts: nothing to do")
@@ -334,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"error: {exc}", event="error", level="error")
         return EXIT_FAILED
     finally:
-        gc.unfreeze()  # for a caller that goes on in this process (the tests)
+        collector.give_back(threshold)
 
 
 def main_entry() -> None:
@@ -364,24 +372,6 @@ def _check_flags(args: argparse.Namespace) -> None:
             raise UsageError("--yes confirms --prune's deletions: it needs --prune")
     if args.sandbox and args.base_url is not None:
         raise UsageError("--sandbox runs its own emulator: it takes no --base-url")
-
-
-@contextlib.contextmanager
-def _collector_paused_then_frozen() -> Iterator[None]:
-    """Python's cyclic garbage collector paused while the manifests load, and everything the
-    process holds by then frozen out of its sight (``gc.freeze``) for the rest of the run.
-
-    The first pass makes objects by the hundred thousand and keeps up to 50,000 entries,
-    which hold no cycle and live until the process ends: the collector would traverse them
-    over and over, in that pass and again through the run (8k instructions per secret, of
-    about 450k). Only the command does this, in a process of its own, and :func:`main`
-    unfreezes them as it returns; a library caller's collector is left as it is."""
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        gc.enable()
 
 
 def _load(args: argparse.Namespace) -> ManifestSet:
