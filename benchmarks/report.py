@@ -10,6 +10,7 @@ import os
 import platform
 import textwrap
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,10 +138,10 @@ def print_report(scenarios: dict[str, Scenario], checks: list[Check], settings: 
         "HTTP request (apply's includes start-up). srv cpu: the emulator's CPU over the "
         "client's wall time (near 100%: the emulator is the bottleneck). Sequential rows are "
         f"sampled. Runs of a few seconds are repeated {settings.repeats} time(s), bare and "
-        "apply in turn; the median counts. Where the client's CPU bounds the rate (CPU per "
-        "secret, 0 ms and TLS at 0 ms, the linear chain), the goal is judged by bare and apply "
-        "run at once on one core (the details below). Bare and apply runs that are compared "
-        f"with each other run with {' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())}."
+        "apply in turn; the median counts. Where the client's CPU may bound the rate (CPU per "
+        "secret, 0 ms, c=256 and c=1,024 at 50 ms, TLS, the linear chain), the goal is judged "
+        "by bare and apply run at once on one core (the details below). Bare and apply runs "
+        f"compared with each other run with {' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())}."
     )
     print(textwrap.fill(legend, width=100))
     print_details(scenarios)
@@ -190,11 +191,9 @@ def print_details(scenarios: dict[str, Scenario]) -> None:
                 )
             print(f"           throughput at {cpu.extra['large']:,}, while both created: "
                   f"apply/bare {fmt_ratio(record['throughput_at_once'])}")  # fmt: skip
-    for name, label in (("latency-0ms", "0 ms"), ("tls", "TLS at 0 ms")):
-        scenario = scenarios.get(name)
-        if scenario is not None and (record := scenario.extra.get("at_once")):
-            print()
-            print_at_once(f"{label}, c={scenario.measurements[-1].concurrency}", record)
+    for label, record in comparisons_at_once(scenarios):
+        print()
+        print_at_once(label, record)
     if control := scenarios.get("rate-control"):
         print()
         print("random 429s, apply at its default rate:")
@@ -277,6 +276,19 @@ def machine_info() -> dict[str, Any]:
         "load_average_at_start": os.getloadavg(),
         "git": git_state(),
     }
+
+
+def comparisons_at_once(scenarios: dict[str, Scenario]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The throughput comparisons made at once, each with its label (the linear chain's are
+    printed with the memory scenario)."""
+    if (at_0ms := scenarios.get("latency-0ms")) and (record := at_0ms.extra.get("at_once")):
+        yield f"0 ms, c={at_0ms.measurements[-1].concurrency}", record
+    for point in scenarios["sweep-50ms"].extra["points"] if "sweep-50ms" in scenarios else []:
+        if point.get("at_once"):
+            yield f"50 ms, c={point['concurrency']}", point["at_once"]
+    if tls := scenarios.get("tls"):
+        for latency, record in tls.extra.get("at_once", {}).items():
+            yield f"TLS at {latency} ms, c={tls.measurements[-1].concurrency}", record
 
 
 def print_at_once(label: str, record: dict[str, Any]) -> None:

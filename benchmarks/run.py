@@ -123,7 +123,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         help=f"runs of bare and apply where a run lasts seconds; the median counts "
         f"(default {REPEATS}; {CPU_REPEATS} for CPU per secret, {CPU_BOUND_REPEATS} for many "
-        "accounts; quick and smoke: 1)",
+        "accounts and each comparison at once; quick and smoke: 1)",
     )
     return parser.parse_args(argv)
 

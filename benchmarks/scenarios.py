@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import accounts
 import cpu
@@ -25,7 +26,15 @@ import tls
 from clients import Client, Manifests, run_apply, run_sequential
 from measurements import Measurement, Scenario, Settings, ratio
 from processes import Servers, Setup, stop_clients
-from runs import CONCURRENCY, LATENCY, bare_and_apply, progress, repeats_for, secrets_for
+from runs import (
+    CONCURRENCY,
+    LATENCY,
+    bare_and_apply,
+    judged_at_once,
+    progress,
+    repeats_for,
+    secrets_for,
+)
 from together import rates_at_once
 
 SWEEP = (16, 64, 256, 1024)
@@ -78,7 +87,7 @@ def scenario_latency(
     for m in scenario.measurements:
         m.ratio_vs_bare = ratio(m, bare)
         m.ratio_vs_sequential = ratio(m, sequential)
-    if latency == 0:  # bound by the client's CPU: the ratio that counts is taken at once
+    if judged_at_once(CONCURRENCY, latency):  # the ratio that counts is taken at once
         same = min(SAME_REPEATS_AT_ONCE, settings.cpu_bound_repeats)
         scenario.extra["at_once"] = rates_at_once(
             name, servers, manifests, n, CONCURRENCY, setup, (settings.cpu_bound_repeats, same)
@@ -95,23 +104,44 @@ def scenario_50ms(settings: Settings, manifests: Manifests, servers: Servers) ->
 
 
 SWEEP_NAME = "sweep-50ms"
-SweepRuns = dict[int, tuple[Measurement, Measurement]]  # concurrency -> (bare, apply)
+
+
+@dataclasses.dataclass
+class SweepRuns:
+    """The sweep's own runs: every point but c=CONCURRENCY, the 50 ms scenario's own run."""
+
+    in_turn: dict[int, tuple[Measurement, Measurement]]  # concurrency -> (bare, apply)
+    at_once: dict[int, dict[str, Any]]  # concurrency -> its record, where judged at once
 
 
 def sweep_runs(settings: Settings, manifests: Manifests, servers: Servers) -> SweepRuns:
-    """The sweep's own runs: every point but c=CONCURRENCY, the 50 ms scenario's own run."""
-    runs: SweepRuns = {}
+    """Bare and apply taken in turn at each point of the sweep; then, at each point the
+    client's CPU may bound (``runs.judged_at_once``), at once."""
+    runs = SweepRuns({}, {})
     for concurrency in settings.sweep:
-        if concurrency != CONCURRENCY:
-            repeats = repeats_for(settings, concurrency, LATENCY)
-            runs[concurrency] = bare_and_apply(
-                servers,
+        if concurrency == CONCURRENCY:
+            continue
+        count = secrets_for(settings, concurrency, LATENCY)
+        setup = Setup(latency=LATENCY)
+        runs.in_turn[concurrency] = bare_and_apply(
+            servers,
+            SWEEP_NAME,
+            manifests,
+            count,
+            concurrency,
+            setup,
+            repeats_for(settings, concurrency, LATENCY),
+        )
+        if judged_at_once(concurrency, LATENCY):
+            same = min(SAME_REPEATS_AT_ONCE, settings.cpu_bound_repeats)
+            runs.at_once[concurrency] = rates_at_once(
                 SWEEP_NAME,
+                servers,
                 manifests,
-                secrets_for(settings, concurrency, LATENCY),
+                count,
                 concurrency,
-                Setup(latency=LATENCY),
-                repeats,
+                setup,
+                (settings.cpu_bound_repeats, same),
             )
     return runs
 
@@ -126,8 +156,8 @@ def scenario_sweep(settings: Settings, runs: SweepRuns, at_50ms: Scenario) -> Sc
     sequential = at_50ms.find("sequential")
     points = []
     for concurrency in settings.sweep:
-        if concurrency in runs:
-            bare, apply = runs[concurrency]
+        if concurrency in runs.in_turn:
+            bare, apply = runs.in_turn[concurrency]
         else:  # the 50 ms scenario's own runs
             old_bare = at_50ms.find("bare", concurrency)
             old_apply = at_50ms.find("apply", concurrency)
@@ -152,6 +182,7 @@ def scenario_sweep(settings: Settings, runs: SweepRuns, at_50ms: Scenario) -> Sc
                 "bare_of_ceiling": bare.rate / ceiling,
                 "apply_of_ceiling": apply.rate / ceiling,
                 "apply_vs_bare": apply.ratio_vs_bare,
+                "at_once": runs.at_once.get(concurrency),  # None: judged in turn
             }
         )
     scenario.extra["points"] = points
@@ -260,7 +291,7 @@ def run_all(settings: Settings, folder: Path) -> dict[str, Scenario]:
     }
     if not settings.memory_rows:
         jobs.pop("memory", None)
-    sweep: SweepRuns = {}
+    sweep = SweepRuns({}, {})
     with Servers(shared=settings.smoke) as servers:
         if settings.smoke:
             done, sweep = run_at_once(jobs, settings, manifests, servers)
@@ -291,7 +322,7 @@ def run_at_once(
             sweep = pool.submit(sweep_runs, settings, manifests, servers)
         try:
             done = {name: future.result() for name, future in futures.items()}
-            return done, {} if sweep is None else sweep.result()
+            return done, SweepRuns({}, {}) if sweep is None else sweep.result()
         except BaseException:  # a bug, or this harness being stopped: stop the other threads
             servers.close()  # their next run fails at once
             stop_clients()  # and so do the runs going on

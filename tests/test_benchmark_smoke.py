@@ -73,7 +73,7 @@ def test_smoke_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     )
     at_once = [  # the comparisons made at once: every run of them gave a measurement
         record["scenarios"]["latency-0ms"]["at_once"],
-        record["scenarios"]["tls"]["at_once"],
+        record["scenarios"]["tls"]["at_once"]["0"],  # a smoke run: TLS at 0 ms only
         *record["scenarios"]["memory"]["chain_at_once"].values(),
     ]
     assert len(at_once) == 5
@@ -186,9 +186,9 @@ def test_the_bare_loop_sets_its_collector_as_apply_does() -> None:
 
 
 def test_the_goals_bound_by_cpu_are_judged_by_the_runs_made_at_once() -> None:
-    """``targets``: the 0 ms throughput goal and the linear chain are judged by apply's rate
-    over bare's at once; the ratio of the runs taken in turn is only shown beside it, and a
-    comparison at once that failed or could not be read is a MISS with its reason."""
+    """``targets``: the 0 ms throughput goal, c=256 at 50 ms and the linear chain are judged by
+    apply's rate over bare's at once; the ratio of the runs taken in turn is only shown beside
+    it, and a comparison at once that failed or could not be read is a MISS with its reason."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         from measurements import Measurement, Scenario
@@ -214,6 +214,27 @@ def test_the_goals_bound_by_cpu_are_judged_by_the_runs_made_at_once() -> None:
     assert verdict_at_0ms({"ratio": None, "same_ratio": None})[0] == "MISS"
     verdict, observed = verdict_at_0ms({"ratio": 0.95, "same_ratio": 1.0, "errors": ["apply: x"]})
     assert verdict == "MISS" and "apply: x" in observed
+
+    def verdicts_at_50ms(at_once: dict[str, object] | None) -> dict[str, str]:
+        """The 50 ms goals, with c=256 taken at once as ``at_once`` says (None: not run)."""
+        sweep = Scenario("sweep-50ms", "")
+        for concurrency in (16, 64, 256, 1024):
+            bare = Measurement("sweep-50ms", "bare", concurrency, 50.0, 100, succeeded=100)
+            apply = Measurement("sweep-50ms", "apply", concurrency, 50.0, 100, succeeded=100)
+            apply.ratio_vs_bare = 0.91  # in turn: c=256's in a slow hour
+            sweep.measurements += [bare, apply]
+            point: dict[str, object] = {"concurrency": concurrency, "at_once": None}
+            if concurrency == 256 and at_once is not None:
+                point["at_once"] = {"errors": [], "ratio_interval": None, **at_once}
+            sweep.extra.setdefault("points", []).append(point)
+        checks = throughput_checks({"sweep-50ms": sweep})
+        return {c.name.rpartition("c=")[2]: f"{c.verdict} {c.observed}" for c in checks}
+
+    judged = verdicts_at_50ms({"ratio": 0.98, "same_ratio": 1.01})
+    assert judged["256"].startswith("PASS 0.98x bare at once") and "in turn 0.91x" in judged["256"]
+    assert judged["64"].startswith("MISS 0.91x bare")  # not judged at once: in turn counts
+    assert verdicts_at_50ms({"ratio": 0.93, "same_ratio": None})["256"].startswith("MISS")
+    assert verdicts_at_50ms(None)["256"].startswith("MISS 0.91x bare")
 
     def verdict_of_chain(ratios: list[float | None], flat: float | None) -> str:
         memory = Scenario("memory", "")
