@@ -6,8 +6,13 @@ Latency and the rate limit run on a :class:`VirtualClock`: no test here waits fo
 import argparse
 import base64
 import contextlib
+import os
 import random
+import socket
+import struct
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -24,7 +29,7 @@ from bulk_secrets.emulator import (
     running_emulator,
     serve,
 )
-from bulk_secrets.emulator.server import _is_loopback
+from bulk_secrets.emulator.server import BACKLOG, _is_loopback
 
 from .virtual_clock import VirtualClock
 
@@ -868,3 +873,42 @@ async def test_virtual_clock_sleep_yields_once_and_advance_moves_time(clock: Vir
         with pytest.raises(ValueError, match="seconds"):
             clock.advance(bad)
     assert VirtualClock().now() == START
+
+
+def _listening_socket(port: int) -> socket.socket | None:
+    """A duplicate of this process's listening TCP socket on ``port`` (Linux: from
+    ``/proc/self/fd``), or None."""
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            found = socket.fromfd(int(name), socket.AF_INET, socket.SOCK_STREAM)
+        except OSError:  # not a socket, or closed since the listing
+            continue
+        try:
+            if (
+                found.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                and found.getsockname()[1] == port
+            ):
+                return found
+        except OSError:
+            pass
+        found.close()
+    return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's TCP_INFO")
+async def test_the_emulator_holds_a_thousand_connections_waiting_to_be_accepted(
+    start: Start,
+) -> None:
+    # A client at c=1,024 opens as many connections at once: past the listen backlog the
+    # kernel drops them, and each waits a second or more to try again.
+    emu = await start()
+    listening = _listening_socket(int(emu.base_url.rpartition(":")[2]))
+    assert listening is not None
+    with listening:
+        info = listening.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    # For a listening socket, tcpi_sacked is its backlog (after the 8 one-byte fields and
+    # four 32-bit ones: rto, ato, snd_mss, rcv_mss, unacked).
+    backlog = struct.unpack_from("I", info, 28)[0]
+    most = int(Path("/proc/sys/net/core/somaxconn").read_text())  # noqa: ASYNC240
+    assert backlog == min(BACKLOG, most)
+    assert backlog >= 1024 or most < 1024
