@@ -11,9 +11,9 @@ of its own (a library caller's collector is left as it is):
 - **Requests that live for a latency.** At 50 ms and concurrency 256, every request's objects
   outlive a collection of the youngest objects at Python's default threshold (700), and those
   that die old let the youngest generation grow past it (the threshold counts objects made
-  less objects freed, of any age): each collection traversed some 13,000 objects, and the
-  collector took 150 to 230 ms of a run of 20,000 secrets, 5% of its CPU (bare aiohttp: 20 to
-  50 ms). At ``RUN_THRESHOLD`` it took 12 ms. What it holds back is only garbage in cycles,
+  less objects freed, of any age): a slow collection traversed some 13,000 objects, and the
+  collector took 170 to 270 ms of a run of 20,000 secrets, 5% of its CPU (bare aiohttp: 30 to
+  65 ms). At ``RUN_THRESHOLD`` it took 21 to 26 ms. What it holds back is only garbage in cycles,
   which reference counting cannot free: at most one threshold's worth of objects at a time.
 """
 
