@@ -56,7 +56,7 @@ RATE_CONTROL_CONCURRENCY = 32
 SEQUENTIAL_SAMPLE = {0.0: 300, LATENCY: 100}  # sequential is sampled: it is far too slow
 QUICK_SEQUENTIAL_SAMPLE = {0.0: 50, LATENCY: 20}
 SMOKE_SECRETS = 40
-SAME_REPEATS_AT_ONCE = 2  # at 0 ms: repeats of bare against bare at once, the method's noise
+SAME_REPEATS_AT_ONCE = 2  # at 0 and 50 ms: repeats of bare against bare at once, its noise
 # The 50 ms scenario's own point only (shown again, as in every sweep): each point of its own
 # would cost two more client processes and an emulator, a second of CPU on two cores.
 SMOKE_SWEEP = (CONCURRENCY,)
@@ -88,11 +88,15 @@ def scenario_latency(
         m.ratio_vs_bare = ratio(m, bare)
         m.ratio_vs_sequential = ratio(m, sequential)
     if judged_at_once(CONCURRENCY, latency):  # the ratio that counts is taken at once
-        same = min(SAME_REPEATS_AT_ONCE, settings.cpu_bound_repeats)
         scenario.extra["at_once"] = rates_at_once(
-            name, servers, manifests, n, CONCURRENCY, setup, (settings.cpu_bound_repeats, same)
+            name, servers, manifests, n, CONCURRENCY, setup, repeats_at_once(settings)
         )
     return scenario
+
+
+def repeats_at_once(settings: Settings) -> tuple[int, int]:
+    """A throughput comparison's repeats at once: of bare and apply, then of bare and bare."""
+    return settings.cpu_bound_repeats, min(SAME_REPEATS_AT_ONCE, settings.cpu_bound_repeats)
 
 
 def scenario_0ms(settings: Settings, manifests: Manifests, servers: Servers) -> Scenario:
@@ -133,15 +137,8 @@ def sweep_runs(settings: Settings, manifests: Manifests, servers: Servers) -> Sw
             repeats_for(settings, concurrency, LATENCY),
         )
         if judged_at_once(concurrency, LATENCY):
-            same = min(SAME_REPEATS_AT_ONCE, settings.cpu_bound_repeats)
             runs.at_once[concurrency] = rates_at_once(
-                SWEEP_NAME,
-                servers,
-                manifests,
-                count,
-                concurrency,
-                setup,
-                (settings.cpu_bound_repeats, same),
+                SWEEP_NAME, servers, manifests, count, concurrency, setup, repeats_at_once(settings)
             )
     return runs
 

@@ -23,7 +23,7 @@ from scenarios import (
     RATE_LIMITED_RUNS,
     SWEEP,
 )
-from tls import TLS_CONCURRENCY, TLS_LATENCIES
+from tls import TLS_CONCURRENCY, TLS_LATENCIES, at_once_key
 
 # Rate control (issue 13): goodput with random 429s over goodput without, by share of 429s
 # and whether they say Retry-After (the issue's goals are for those that do; those that do not
@@ -266,7 +266,7 @@ def tls_checks(scenario: Scenario | None) -> list[Check]:
             f"over TLS: apply >= {target:.2f}x bare at {latency * 1000:g} ms, c={TLS_CONCURRENCY}"
         )
         m = scenario.find("apply", latency_ms=latency * 1000) if scenario else None
-        record = scenario.extra.get("at_once", {}).get(f"{latency * 1000:g}") if scenario else None
+        record = scenario.extra.get("at_once", {}).get(at_once_key(latency)) if scenario else None
         checks.append(check_at_once(TLS, name, record, m, target))
     return checks
 

@@ -6,7 +6,7 @@ the ``openssl`` CLI; apply trusts it with ``--ca-bundle``, the bare loop with an
 at 50 ms, on the default loop with ``MALLOC_ENV``, taken in turn, the median of the repeats;
 then, as the client's CPU may bound the rate at both (``runs.judged_at_once``), again at once
 (``together.rates_at_once``), whose ratio is the one the goal holds. ``extra["at_once"]`` has
-them by latency in ms ("0", "50").
+them by latency in ms (``at_once_key``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ from together import rates_at_once
 NAME = "tls"
 TLS_CONCURRENCY = 256
 TLS_LATENCIES = (0.0, LATENCY)
+
+
+def at_once_key(latency: float) -> str:
+    """Where ``extra["at_once"]`` keeps the comparison at ``latency`` seconds: "0", "50"."""
+    return f"{latency * 1000:g}"
 
 
 def scenario_tls(settings: Settings, manifests: Manifests, servers: Servers) -> Scenario:
@@ -49,7 +54,7 @@ def scenario_tls(settings: Settings, manifests: Manifests, servers: Servers) -> 
             m.ratio_vs_bare = ratio(m, bare)
         scenario.measurements += [bare, apply]
         if judged_at_once(TLS_CONCURRENCY, latency):
-            scenario.extra["at_once"][f"{latency * 1000:g}"] = rates_at_once(
+            scenario.extra["at_once"][at_once_key(latency)] = rates_at_once(
                 NAME,
                 servers,
                 manifests,
